@@ -1,0 +1,1 @@
+"""Moving models to and from other ecosystems (Hugging Face checkpoints)."""

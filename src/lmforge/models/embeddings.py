@@ -1,0 +1,36 @@
+"""Input embeddings: token + learned position + segment, then norm and dropout (BERT, §3.2 of
+Devlin et al. 2019; transformers' BertEmbeddings). Token-wise, so it embeds padded ``(B, T)``
+ids and unpadded ``(N,)`` ids alike; the layout supplies the position ids."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lmforge.config import ModelConfig
+from lmforge.models.layers import make_norm
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        # The padding row gets no gradient, as in the reference (padding_idx).
+        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_positions, config.hidden_size)
+        self.token_type = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size else None
+        )
+        self.norm = make_norm(config) if config.embedding_norm else None
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, input_ids, position_ids, token_type_ids=None) -> torch.Tensor:
+        x = self.word(input_ids) + self.position(position_ids)
+        if self.token_type is not None:
+            if token_type_ids is None:
+                # Absent segment ids mean segment 0, as in the reference.
+                x = x + self.token_type.weight[0]
+            else:
+                x = x + self.token_type(token_type_ids)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.dropout(x)

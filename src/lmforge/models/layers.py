@@ -1,0 +1,206 @@
+"""The shared transformer core: attention, feed-forward, residual wiring, blocks and stacks.
+
+Follows "Attention Is All You Need" (Vaswani et al., 2017) as BERT (Devlin et al., 2019) and
+its successors use it; behaviour is chosen only by ``ModelConfig`` fields. Alternatives
+(norm type, activation, norm placement) are small named modules picked from a table, so
+``forward`` methods carry no family-specific branches.
+
+Every module here is token-wise except ``SelfAttention``/``CrossAttention``, which delegate
+the sequence structure to a layout object (``lmforge.models.layout``): the same layers run on
+padded ``(B, T, H)`` batches and on unpadded ``(N, H)`` token lists.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm (Zhang & Sennrich, 2019) as T5 and LLaMA use it, computed in fp32."""
+
+    def __init__(self, width: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def make_norm(config: ModelConfig, width: int | None = None) -> nn.Module:
+    width = width or config.hidden_size
+    if config.norm_type == "rmsnorm":
+        return RMSNorm(width, config.norm_eps)
+    return nn.LayerNorm(width, eps=config.norm_eps)
+
+
+# erf-gelu (BERT) and tanh-gelu (GPT-2, ALBERT v2) differ by up to 4.7e-4: each family keeps its own.
+ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+}
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention: query/key/value projections, SDPA, output projection."""
+
+    def __init__(self, config: ModelConfig, causal: bool) -> None:
+        super().__init__()
+        width = config.hidden_size
+        self.num_heads = config.num_heads
+        self.causal = causal
+        self.dropout_p = config.attention_dropout
+        self.query = nn.Linear(width, width, bias=config.bias)
+        self.key = nn.Linear(width, width, bias=config.bias)
+        self.value = nn.Linear(width, width, bias=config.bias)
+        self.output = nn.Linear(width, width, bias=config.bias)
+
+    def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
+        context = layout.attend(
+            self.query(x),
+            self.key(x),
+            self.value(x),
+            num_heads=self.num_heads,
+            causal=self.causal,
+            dropout_p=self.dropout_p if self.training else 0.0,
+        )
+        return self.output(context)
+
+
+class CrossAttention(SelfAttention):
+    """Encoder-decoder attention (BART, T5 decoders): queries from the decoder, keys and
+    values from the encoder output ``memory`` laid out as ``memory_layout``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config, causal=False)
+
+    def forward(self, x: torch.Tensor, layout, memory: torch.Tensor, memory_layout) -> torch.Tensor:
+        context = layout.attend(
+            self.query(x),
+            self.key(memory),
+            self.value(memory),
+            num_heads=self.num_heads,
+            causal=False,
+            dropout_p=self.dropout_p if self.training else 0.0,
+            keys=memory_layout,
+        )
+        return self.output(context)
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward: up-projection, activation, down-projection."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
+        self.activation = ACTIVATIONS[config.activation]
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
+
+    def forward(self, x: torch.Tensor, *context) -> torch.Tensor:
+        return self.down(self.activation(self.up(x)))
+
+
+class PostNormResidual(nn.Module):
+    """BERT/BART wiring: ``x -> norm(x + dropout(sublayer(x)))``."""
+
+    def __init__(self, config: ModelConfig, sublayer: nn.Module) -> None:
+        super().__init__()
+        self.sublayer = sublayer
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.norm = make_norm(config)
+
+    def forward(self, x: torch.Tensor, *context) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.sublayer(x, *context)))
+
+
+class PreNormResidual(nn.Module):
+    """GPT-2/T5/LLaMA wiring: ``x -> x + dropout(sublayer(norm(x)))``."""
+
+    def __init__(self, config: ModelConfig, sublayer: nn.Module) -> None:
+        super().__init__()
+        self.sublayer = sublayer
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.norm = make_norm(config)
+
+    def forward(self, x: torch.Tensor, *context) -> torch.Tensor:
+        return x + self.dropout(self.sublayer(self.norm(x), *context))
+
+
+RESIDUALS = {"post": PostNormResidual, "pre": PreNormResidual}
+
+
+class TransformerBlock(nn.Module):
+    """One layer: self-attention, optional cross-attention, feed-forward, each in a residual.
+
+    Post-norm (BERT)::
+
+        x ──► attention ──► dropout ──► (+x) ──► norm ──► h ──► FFN ──► dropout ──► (+h) ──► norm
+
+    Pre-norm (GPT-2)::
+
+        x ──► norm ──► attention ──► dropout ──► (+x) ──► h ──► norm ──► FFN ──► dropout ──► (+h)
+    """
+
+    def __init__(self, config: ModelConfig, causal: bool, cross_attention: bool) -> None:
+        super().__init__()
+        residual = RESIDUALS[config.norm_placement]
+        self.attention = residual(config, SelfAttention(config, causal))
+        self.cross_attention = residual(config, CrossAttention(config)) if cross_attention else None
+        self.feed_forward = residual(config, FeedForward(config))
+
+    def forward(self, x: torch.Tensor, layout, memory=None, memory_layout=None) -> torch.Tensor:
+        x = self.attention(x, layout)
+        if self.cross_attention is not None:
+            x = self.cross_attention(x, layout, memory, memory_layout)
+        return self.feed_forward(x)
+
+
+class TransformerStack(nn.Module):
+    """A stack of blocks, with an optional final norm (pre-norm families)."""
+
+    def __init__(self, config: ModelConfig, causal: bool, cross_attention: bool = False) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerBlock(config, causal, cross_attention) for _ in range(config.num_layers)
+        )
+        self.final_norm = make_norm(config) if config.final_norm else None
+
+    def forward(self, x, layout, memory=None, memory_layout=None, output_hidden_states: bool = False):
+        """Returns the last hidden state and, if asked, the input plus every layer's output."""
+        hidden_states = [x] if output_hidden_states else None
+        for layer in self.layers:
+            x = layer(x, layout, memory, memory_layout)
+            if hidden_states is not None:
+                hidden_states.append(x)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+            if hidden_states is not None:
+                hidden_states[-1] = x
+        return x, hidden_states
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT's initialisation (google-research/bert, transformers' _init_weights): N(0, std)
+    weights, zero biases, unit norms, zero padding row."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, (nn.LayerNorm, RMSNorm)):
+        nn.init.ones_(module.weight)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+

@@ -1,0 +1,131 @@
+"""BERT masked-LM corruption of one sequence, and the seeding that makes it dynamic or static.
+
+Follows ``create_masked_lm_predictions`` in google-research/bert ``create_pretraining_data.py``
+(Devlin et al. 2019, section 3.1 and appendix A.1): [CLS]/[SEP] are never candidates, candidates
+(single tokens, or whole words when ``word_start`` is given) are shuffled, and they are taken
+in that order until ``n = min(max_predictions, max(1, round(len * p)))`` positions are chosen;
+a word that would overflow ``n`` is skipped. Each chosen token becomes [MASK] with p 0.8, a
+uniformly random vocabulary entry with p 0.1, and stays unchanged with p 0.1. The draws use
+numpy instead of Python's ``random``, so the distribution matches the reference but the exact
+stream does not.
+
+Dynamic masking (RoBERTa, Liu et al. 2019, section 4.1) seeds each mask from
+``(seed, epoch, index)``, as fairseq's datasets do: every pass sees a fresh mask, and any pass
+can be replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+IGNORE_INDEX = -100  # label of positions that do not contribute to the loss (torch's default)
+
+# Independent seed streams, so the masks never reuse the draws that built the instances.
+MASK_STREAM = 1
+
+
+def num_to_predict(length: int, mlm_probability: float, max_predictions: int | None) -> int:
+    """How many positions to mask in a sequence of ``length`` tokens, specials included.
+
+    ``round`` is Python's half-to-even rounding, written in the reference's order
+    (``len(tokens) * masked_lm_prob``) so the float product is the same: 19 at 128, 77 at 512.
+    """
+    n = max(1, int(round(length * mlm_probability)))
+    return n if max_predictions is None else min(max_predictions, n)
+
+
+def mask_tokens(
+    ids: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    vocab_size: int,
+    mask_id: int,
+    special_ids: Collection[int],
+    mlm_probability: float = 0.15,
+    max_predictions: int | None = 20,
+    word_start: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mask one sequence; returns ``(masked_ids, labels)``, both int64 like ``ids``' shape.
+
+    ``labels`` holds the original id at chosen positions and ``IGNORE_INDEX`` elsewhere.
+    ``word_start`` (bool over the vocabulary) switches on whole-word masking: a token that does
+    not start a word joins the candidate before it. As in the reference, the join looks at the
+    previous candidate even across a [SEP], so a B segment that starts with a "##" piece (after
+    front truncation) is masked together with the last word of A.
+    ``max_predictions=None`` puts no cap on ``n`` (for long packed MLM-only blocks).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    specials = np.fromiter(special_ids, dtype=np.int64)
+    candidates = np.flatnonzero(~np.isin(ids, specials))
+    n = num_to_predict(len(ids), mlm_probability, max_predictions)
+
+    if word_start is None:
+        # Every candidate has size 1, so shuffling and taking candidates until n are chosen is
+        # the first n of a permutation.
+        chosen = rng.permutation(candidates)[:n]
+    else:
+        chosen = _choose_whole_words(ids, candidates, n, rng, word_start)
+
+    labels = np.full(ids.shape, IGNORE_INDEX, dtype=np.int64)
+    labels[chosen] = ids[chosen]
+    masked = ids.copy()
+    # One uniform per chosen token splits it 0.8 / 0.1 / 0.1 like the reference's two draws
+    # (random() < 0.8, then random() < 0.5 to keep).
+    u = rng.random(len(chosen))
+    random_ids = rng.integers(0, vocab_size, size=len(chosen))
+    replaced = np.where(u < 0.8, mask_id, np.where(u < 0.9, ids[chosen], random_ids))
+    masked[chosen] = replaced
+    return masked, labels
+
+
+def _choose_whole_words(
+    ids: np.ndarray, candidates: np.ndarray, n: int, rng: np.random.Generator, word_start: np.ndarray
+) -> np.ndarray:
+    if len(candidates) == 0:
+        return candidates
+    starts = np.asarray(word_start, dtype=bool)[ids[candidates]]
+    starts[0] = True  # the reference opens a new word when there is no previous candidate
+    bounds = np.flatnonzero(starts).tolist() + [len(candidates)]
+    chosen: list[int] = []
+    count = 0
+    for w in rng.permutation(len(bounds) - 1).tolist():
+        if count >= n:
+            break
+        size = bounds[w + 1] - bounds[w]
+        if count + size > n:
+            continue  # a word that would overflow n is skipped, smaller ones may still fit
+        chosen.extend(range(bounds[w], bounds[w + 1]))
+        count += size
+    return candidates[np.asarray(chosen, dtype=np.int64)]
+
+
+@dataclass(frozen=True)
+class MaskingPolicy:
+    """Which random stream masks sequence ``index`` in ``epoch``.
+
+    ``dynamic``: the stream is seeded by ``(seed, epoch, index)``, a fresh mask every pass.
+    ``static``: seeded by ``(seed, epoch % dupe_factor, index)``, so the masks repeat with period
+    ``dupe_factor``. That is the reference's static masking: ``create_pretraining_data.py``
+    writes ``dupe_factor`` copies of the data, each masked once, and training walks through
+    them; pass ``e`` here sees copy ``e % dupe_factor``.
+    """
+
+    seed: int
+    mode: Literal["dynamic", "static"] = "dynamic"
+    dupe_factor: int = 10
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("dynamic", "static"):
+            raise ValueError(f"masking mode must be 'dynamic' or 'static', not {self.mode!r}")
+        if self.dupe_factor < 1:
+            raise ValueError("dupe_factor must be at least 1")
+
+    def mask_round(self, epoch: int) -> int:
+        return epoch if self.mode == "dynamic" else epoch % self.dupe_factor
+
+    def rng(self, epoch: int, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, MASK_STREAM, self.mask_round(epoch), index])

@@ -1,0 +1,182 @@
+"""Next-sentence-prediction instances: sentence pairs (A, B) cut from document-level text.
+
+Follows ``create_instances_from_document`` and ``truncate_seq_pair`` in google-research/bert
+``create_pretraining_data.py`` (Devlin et al. 2019, section 3.1), draw for draw with Python's
+``random.Random`` as the reference does:
+
+- one target length per document: ``max_seq_length - 3``, or with ``short_seq_prob``
+  ``randint(2, max_seq_length - 3)``;
+- sentences accumulate into a chunk until the target length or the document end;
+  A = the first ``a_end = randint(1, len(chunk) - 1)`` sentences (1 for a one-sentence chunk);
+- with a one-sentence chunk, or with p 0.5, B is read from a random other document (10 tries)
+  from a random sentence until B reaches ``target - len(A)``, and the unused chunk sentences are
+  put back (label 1, the reference's ``is_random_next``); otherwise B is the rest of the chunk
+  (label 0);
+- truncation drops one token at a time from the longer side (B on ties), front or back with
+  p 0.5, until ``len(A) + len(B) <= max_seq_length - 3``;
+- layout ``[CLS] A [SEP] B [SEP]``, segment 0 through the first [SEP].
+
+The only difference is the seeding: the reference runs one generator through all documents
+after shuffling them; here each (seed, round, document) has its own generator, so a document's
+instances do not depend on the others' and any round can be rebuilt alone.
+
+A document is given as token offsets (the layout of ``lmforge.data.shards``): sentence ``s``
+is ``tokens[sentence_offsets[s]:sentence_offsets[s + 1]]`` and document ``d`` holds sentences
+``document_offsets[d]:document_offsets[d + 1]``. Sentences of a document are contiguous, so an
+instance is four token offsets: A = ``tokens[a_start:a_end]``, B = ``tokens[b_start:b_end]``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+NSP_STREAM = 0  # seed stream of instance creation (masks use lmforge.objectives.masking.MASK_STREAM)
+
+# Columns of an instance table.
+A_START, A_END, B_START, B_END, IS_RANDOM_NEXT = range(5)
+
+
+def document_rng(seed: int, dupe_round: int, document_index: int) -> random.Random:
+    """The generator that builds one document's instances in one round (dupe pass)."""
+    state = np.random.SeedSequence([seed, NSP_STREAM, dupe_round, document_index]).generate_state(2, np.uint64)
+    return random.Random(int(state[0]) << 64 | int(state[1]))
+
+
+def truncation_counts(len_a: int, len_b: int, max_num_tokens: int) -> tuple[int, int]:
+    """Tokens ``truncate_seq_pair`` removes from A and from B.
+
+    The side it trims depends only on the two lengths (the longer one, B on ties), so the
+    counts are fixed; only front-or-back is random.
+    """
+    excess = len_a + len_b - max_num_tokens
+    if excess <= 0:
+        return 0, 0
+    # First the longer side shrinks to the shorter one's length ...
+    cut_a = min(excess, max(0, len_a - len_b))
+    cut_b = min(excess, max(0, len_b - len_a))
+    # ... then equal lengths alternate B, A, B, ...
+    rest = excess - cut_a - cut_b
+    return cut_a + rest // 2, cut_b + (rest + 1) // 2
+
+
+def _split_cut(cut: int, rng: random.Random) -> int:
+    """How many of ``cut`` removals happen at the front: one coin per token, as the reference."""
+    return sum(rng.random() < 0.5 for _ in range(cut))
+
+
+def create_instances_from_document(
+    sentence_offsets: np.ndarray,
+    document_offsets: np.ndarray,
+    document_index: int,
+    rng: random.Random,
+    *,
+    max_seq_length: int = 128,
+    short_seq_prob: float = 0.1,
+) -> list[tuple[int, int, int, int, int]]:
+    """The instances of one document: rows ``(a_start, a_end, b_start, b_end, is_random_next)``."""
+    num_documents = len(document_offsets) - 1
+    first, last = int(document_offsets[document_index]), int(document_offsets[document_index + 1])
+    # starts[k] = token offset of the document's k-th sentence; starts[n] = the document's end.
+    starts = np.asarray(sentence_offsets[first : last + 1]).tolist()
+    n = last - first
+
+    # Account for [CLS], [SEP], [SEP].
+    max_num_tokens = max_seq_length - 3
+    # Drawn once per document, as in the reference; short sequences reduce the mismatch
+    # between pretraining and fine-tuning lengths.
+    target_seq_length = max_num_tokens
+    if rng.random() < short_seq_prob:
+        target_seq_length = rng.randint(2, max_num_tokens)
+
+    instances = []
+    chunk_start = 0  # the current chunk is sentences chunk_start..i of the document
+    i = 0
+    while i < n:
+        current_length = starts[i + 1] - starts[chunk_start]
+        if i == n - 1 or current_length >= target_seq_length:
+            chunk_size = i + 1 - chunk_start
+            a_end = rng.randint(1, chunk_size - 1) if chunk_size >= 2 else 1
+            a_start, a_stop = starts[chunk_start], starts[chunk_start + a_end]
+
+            if chunk_size == 1 or rng.random() < 0.5:
+                is_random_next = 1
+                target_b_length = target_seq_length - (a_stop - a_start)
+                # Ten tries to avoid the same document; with one document it stays the same.
+                for _ in range(10):
+                    random_document = rng.randint(0, num_documents - 1)
+                    if random_document != document_index:
+                        break
+                r_first = int(document_offsets[random_document])
+                r_last = int(document_offsets[random_document + 1])
+                random_start = r_first + rng.randint(0, r_last - r_first - 1)
+                b_start = int(sentence_offsets[random_start])
+                # Whole sentences until B reaches its target length or the document ends.
+                ends = sentence_offsets[random_start + 1 : r_last + 1]
+                k = min(int(np.searchsorted(ends, b_start + target_b_length)), len(ends) - 1)
+                b_stop = int(ends[k])
+                # The chunk's unused sentences are put back so they are not wasted.
+                i -= chunk_size - a_end
+            else:
+                is_random_next = 0
+                b_start, b_stop = a_stop, starts[i + 1]
+
+            cut_a, cut_b = truncation_counts(a_stop - a_start, b_stop - b_start, max_num_tokens)
+            front_a = _split_cut(cut_a, rng)
+            front_b = _split_cut(cut_b, rng)
+            instances.append(
+                (
+                    a_start + front_a,
+                    a_stop - (cut_a - front_a),
+                    b_start + front_b,
+                    b_stop - (cut_b - front_b),
+                    is_random_next,
+                )
+            )
+            chunk_start = i + 1
+        i += 1
+    return instances
+
+
+def build_instances(
+    sentence_offsets: np.ndarray,
+    document_offsets: np.ndarray,
+    *,
+    seed: int,
+    dupe_round: int,
+    max_seq_length: int = 128,
+    short_seq_prob: float = 0.1,
+) -> np.ndarray:
+    """All documents' instances for one round, as an int64 table ``(N, 5)`` (columns above).
+
+    A round is one of the reference's ``dupe_factor`` passes over the data.
+    """
+    if max_seq_length < 5:
+        raise ValueError("NSP needs max_seq_length >= 5 (two specials around at least one token each)")
+    rows: list[tuple[int, int, int, int, int]] = []
+    for d in range(len(document_offsets) - 1):
+        rng = document_rng(seed, dupe_round, d)
+        rows.extend(
+            create_instances_from_document(
+                sentence_offsets,
+                document_offsets,
+                d,
+                rng,
+                max_seq_length=max_seq_length,
+                short_seq_prob=short_seq_prob,
+            )
+        )
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
+
+
+def assemble_pair(
+    tokens: np.ndarray, instance: np.ndarray, *, cls_id: int, sep_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[CLS] A [SEP] B [SEP]`` and its segment ids (0 through the first [SEP], then 1)."""
+    a = tokens[instance[A_START] : instance[A_END]]
+    b = tokens[instance[B_START] : instance[B_END]]
+    input_ids = np.concatenate(([cls_id], a, [sep_id], b, [sep_id])).astype(np.int64)
+    token_type_ids = np.zeros(len(input_ids), dtype=np.int64)
+    token_type_ids[len(a) + 2 :] = 1
+    return input_ids, token_type_ids
