@@ -63,8 +63,11 @@ _ROLE_TOKENS: dict[str, dict[str, str]] = {
 # Names tried, in order, for a role the directory does not declare (hub tokenizers of other
 # families, e.g. T5 has no mask/cls, XLNet uses <cls>/<sep>).
 _FALLBACK_NAMES = {
-    role: (_BRACKETS[role], _ANGLES[role], f"<{role}>", "<|endoftext|>" if role in ("cls", "sep") else "")
-    for role in ROLES
+    "pad": ("[PAD]", "<pad>"),
+    "unk": ("[UNK]", "<unk>", "<|endoftext|>"),
+    "cls": ("[CLS]", "<s>", "<cls>", "<|endoftext|>"),
+    "sep": ("[SEP]", "</s>", "<sep>", "<|endoftext|>"),
+    "mask": ("[MASK]", "<mask>"),
 }
 
 _MAX_INPUT_CHARS_PER_WORD = 100  # google-research/bert WordpieceTokenizer default
@@ -112,7 +115,9 @@ class Tokenizer:
 
         Files are streamed line by line, so memory grows with the number of distinct words,
         not with the corpus. ``min_frequency`` does not apply to ``unigram`` (SentencePiece's
-        trainer has no such option).
+        trainer has no such option). WordPiece and ``bpe`` training may break count ties
+        differently from run to run (hash order of "##" pieces, huggingface/tokenizers#1794);
+        byte_bpe training is reproducible.
         """
         if kind not in KINDS:
             raise UserError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")

@@ -15,6 +15,8 @@ from lmforge.errors import UserError
 _COMMAND_MODULES = [
     "lmforge.cli.models",
     "lmforge.cli.tokenizer",
+    "lmforge.cli.prepare",
+    "lmforge.cli.pretrain",
 ]
 
 

@@ -17,7 +17,7 @@ The rules:
 3. Inside a line or joined paragraph, a sentence ends after ``.``, ``!`` or ``?`` (and any
    closing quotes/brackets) followed by whitespace and then an upper-case letter or an
    opening quote/bracket. A period does not end a sentence after
-   a known abbreviation (Mr. Dr. St. e.g. i.e. etc.), a single letter (initials: "J. R. R."),
+   a known abbreviation (Mr. Dr. St. e.g. i.e.), a single letter (initials: "J. R. R."),
    or a word with an inner period ("U.S.").
 """
 
@@ -37,14 +37,12 @@ _LINE_END = re.compile(rf"[.!?:;][{re.escape(_CLOSERS)}]*\s*$|''\s*$")
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _LAST_WORD = re.compile(r"(\S+)$")
 
-# Lower-case, without the period. Titles and common Latin/English short forms; the last
-# ones ("no", "vol", "fig", "p") are only abbreviations before a number, which the rules
-# already require to not split.
+# Lower-case, without the period: titles and common short forms that precede a name or a
+# capitalised word. Forms used only before numbers ("No. 5", "p. 12") need no entry: a digit
+# never starts a sentence here, and "No." is also a whole sentence in dialogue.
 ABBREVIATIONS = frozenset(
     """mr mrs ms messrs mme mlle dr prof rev hon st sr jr gen col capt lt sgt maj cmdr adm gov
-    pres sen rep esq etc e.g i.e cf viz vs al approx dept est fig figs vol vols no nos p pp ch
-    chap sec art ed eds jan feb mar apr jun jul aug sep sept oct nov dec mt ft inc ltd co corp
-    bros""".split()
+    pres sen rep esq e.g i.e cf viz vs al approx dept mt ft inc ltd co corp bros""".split()
 )
 
 

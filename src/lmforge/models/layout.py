@@ -8,8 +8,7 @@ where sequences begin and end. A layout object carries that knowledge:
   reference implementations.
 * ``JaggedLayout``: hidden states ``(N, H)`` holding the real tokens of all sequences
   concatenated, with sequence boundaries ``offsets`` (as flash-attention's varlen ``cu_seqlens``).
-  No compute is spent on padding; attention runs on nested jagged tensors through
-  ``scaled_dot_product_attention``.
+  Embeddings, feed-forward, norms and heads see real tokens only.
 
 Both call ``torch.nn.functional.scaled_dot_product_attention`` so fused kernels are used where
 the device has them.
@@ -75,8 +74,9 @@ class JaggedLayout:
 
     offsets: torch.Tensor  # (B + 1,) int64, starts at 0
     max_len: int
-    token_index: torch.Tensor | None = None  # (N,) positions of the tokens in the padded (B*T) grid
-    padded_shape: tuple[int, int] | None = None  # (B, T) of the batch they came from
+    token_index: torch.Tensor  # (N,) positions of the tokens in the padded (B*T) grid
+    padded_shape: tuple[int, int]  # (B, T) of the batch they came from
+    _padded_mask: torch.Tensor | None = None
 
     @classmethod
     def from_mask(cls, attention_mask: torch.Tensor) -> "JaggedLayout":
@@ -84,7 +84,7 @@ class JaggedLayout:
         lengths = attention_mask.sum(dim=1)
         offsets = F.pad(lengths.cumsum(0), (1, 0))
         token_index = attention_mask.flatten().nonzero().squeeze(1)
-        return cls(offsets, int(lengths.max()), token_index, tuple(attention_mask.shape))
+        return cls(offsets, int(lengths.max()), token_index, tuple(attention_mask.shape), attention_mask.bool())
 
     @property
     def batch_size(self) -> int:
@@ -107,23 +107,31 @@ class JaggedLayout:
         starts = torch.repeat_interleave(self.offsets[:-1], self.offsets.diff(), output_size=total)
         return torch.arange(total, device=device) - starts.to(device)
 
+    @property
+    def padded_mask(self) -> torch.Tensor:
+        """(B, T) bool: True at the real tokens' places in the padded grid."""
+        if self._padded_mask is None:
+            batch, length = self.padded_shape
+            mask = torch.zeros(batch * length, dtype=torch.bool, device=self.token_index.device)
+            mask[self.token_index] = True
+            self._padded_mask = mask.view(batch, length)
+        return self._padded_mask
+
     def attend(self, q, k, v, *, num_heads: int, causal: bool, dropout_p: float, keys=None, scale=None):
         """q: (N, H), k/v: (M, H) laid out as ``keys`` (default: self) -> (N, H).
 
-        Attention stays within each sequence: query sequence b sees key sequence b only."""
-        total, width = q.shape
-        head_dim = width // num_heads
+        Attention stays within each sequence. Its cost is small next to the token-wise layers
+        (2·T·H per token against 12·H² at T=128, H=256), so here it scatters q/k/v back to the
+        padded grid for one dense, masked SDPA call (fused kernels on every device), then
+        gathers the real rows. Everything else in the stack stays unpadded."""
         keys = keys or self
-
-        def nest(x, layout):  # (N, H) -> nested (B, j, heads, d) -> (B, heads, j, d)
-            values = x.reshape(x.shape[0], num_heads, head_dim)
-            nested = torch.nested.nested_tensor_from_jagged(values, layout.offsets, max_seqlen=layout.max_len)
-            return nested.transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(
-            nest(q, self), nest(k, keys), nest(v, keys), dropout_p=dropout_p, is_causal=causal, scale=scale
+        padded_queries = PaddedLayout(*self.padded_shape, attention_mask=self.padded_mask)
+        padded_keys = PaddedLayout(*keys.padded_shape, attention_mask=keys.padded_mask)
+        out = padded_queries.attend(
+            self.to_padded(q), keys.to_padded(k), keys.to_padded(v), num_heads=num_heads, causal=causal,
+            dropout_p=dropout_p, keys=padded_keys, scale=scale,
         )
-        return out.transpose(1, 2).values().reshape(total, width)  # (N, H)
+        return self.unpad(out)  # (N, H)
 
     def first_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden[self.offsets[:-1]]  # (B, H)

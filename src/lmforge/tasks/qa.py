@@ -4,7 +4,8 @@ Follows google-research/bert ``run_squad.py`` (BERT paper, section 4.2):
 
 - The question is cut to ``max_query_length`` tokens. The input is
   ``[CLS] question [SEP] window [SEP]``; a long context is covered by windows of
-  ``max_length - len(question) - 3`` tokens whose starts are ``doc_stride`` tokens apart
+  ``max_length - len(question) - specials`` tokens (3 specials for BERT, 4 for RoBERTa's
+  ``<s> q </s></s> c </s>``) whose starts are ``doc_stride`` tokens apart
   (``doc_stride`` is the step, as in run_squad; Hugging Face's ``stride`` is the overlap).
 - Training target: the first and last token of the answer when the whole answer lies in the
   window, else position 0 (``[CLS]``), as run_squad does for v1.1 training.
@@ -119,13 +120,19 @@ def _answer_tokens(example: QAExample, offsets: Sequence[Offsets]) -> tuple[int,
     answer = example.answers[0]
     start_char = answer["answer_start"]
     end_char = start_char + len(answer["text"])
-    context = [(i, span) for i, span in enumerate(offsets) if span is not None]
-    if not context or context[0][1][0] > start_char or context[-1][1][1] < end_char:
+    # The window's context tokens are one contiguous run, [first, last].
+    first = next(i for i, span in enumerate(offsets) if span is not None)
+    last = len(offsets) - 1 - next(i for i, span in enumerate(reversed(offsets)) if span is not None)
+    if offsets[first][0] > start_char or offsets[last][1] < end_char:
         return 0, 0
     # The token holding the answer's first character (the last one starting at or before
     # it), and the first token reaching past its last character.
-    start = max(i for i, span in context if span[0] <= start_char)
-    end = min(i for i, span in context if span[1] >= end_char)
+    start = first
+    while start < last and offsets[start + 1][0] <= start_char:
+        start += 1
+    end = last
+    while end > start and offsets[end - 1][1] >= end_char:
+        end -= 1
     return start, end
 
 
@@ -139,9 +146,9 @@ def postprocess_qa(
 ) -> dict[str, str]:
     """The predicted answer text of every example: ``{example.id: text}``.
 
-    ``start_logits[i]`` and ``end_logits[i]`` belong to ``features[i]`` (rows of a padded
-    batch are fine: positions past the feature's length are ignored). An example with no
-    valid span in any window gets "".
+    ``start_logits[i]`` and ``end_logits[i]`` belong to ``features[i]``: lists, numpy rows or
+    CPU tensors; rows of a padded batch are fine (positions past the feature's length are
+    ignored). An example with no valid span in any window gets "".
     """
     if len(start_logits) != len(features) or len(end_logits) != len(features):
         raise ValueError("one row of start and end logits is needed per feature")

@@ -62,15 +62,18 @@ class QAExample:
 
 
 def open_text(path: str | Path) -> IO[str]:
-    """Open a UTF-8 text file, transparently decompressing ``.gz`` and ``.xz``."""
+    """Open a UTF-8 text file, transparently decompressing ``.gz`` and ``.xz``.
+
+    A leading byte-order mark is dropped (GLUE's original MRPC dev.tsv starts with one).
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such file: {path}")
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
     if path.suffix == ".xz":
-        return lzma.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return lzma.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _format_of(path: Path) -> str:
@@ -133,7 +136,7 @@ def _tsv_table(handle: IO[str], path: Path) -> Table:
 
     def rows() -> Iterator[Row]:
         for number, line in lines:
-            if len(header) == 2:
+            if len(header) == 2 and header[1] in _LABEL_COLUMNS:
                 # SST-2: text then label; split on the last tab so that a tab inside the
                 # text stays part of the text.
                 fields = line.rsplit("\t", 1)

@@ -1,0 +1,189 @@
+"""Pretraining from raw text: recipe -> tokenizer -> prepared shards -> MLM (+NSP) training.
+
+BERT's recipe (Devlin et al. 2019; google-research/bert run_pretraining.py): masked-LM loss
+over the chosen positions plus next-sentence-prediction loss, summed. The vocabulary head
+runs only on the chosen positions (the reference gathers them too, with
+``max_predictions_per_seq``), and with ``train.unpad`` the encoder sees real tokens only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.errors import UserError
+from lmforge.recipes import apply_overrides, build_dataclass, read_yaml
+from lmforge.training.loop import TrainConfig, Trainer
+
+
+@dataclass
+class ModelSection:
+    preset: str = "bert-mini"  # a name from `lmforge presets`
+    config: dict = field(default_factory=dict)  # ModelConfig fields to override (e.g. hidden_dropout)
+    init_from: str = ""  # start from this checkpoint instead of random weights
+
+
+@dataclass
+class DataSection:
+    corpus: list[str] = field(default_factory=list)  # .txt/.jsonl(.gz/.xz) files of raw text
+    prepared: str = ""  # an existing `lmforge prepare` directory (then corpus is not read)
+    tokenizer: str = ""  # tokenizer directory; empty: train a WordPiece on the corpus
+    vocab_size: int = 30522  # for a trained tokenizer
+    lowercase: bool = True
+    heldout_fraction: float = 0.01
+    heldout_docs: int = 0  # exact held-out document count (overrides the fraction)
+
+
+@dataclass
+class ObjectiveSection:
+    kind: Literal["mlm+nsp", "mlm"] = "mlm+nsp"  # BERT: MLM + NSP; RoBERTa-style: MLM on packed text
+    max_seq_length: int = 128
+    masking: Literal["dynamic", "static"] = "dynamic"
+    dupe_factor: int = 10  # static masks / NSP pairings: distinct rounds (create_pretraining_data)
+    whole_word: bool = False
+    mlm_probability: float = 0.15
+    max_predictions: int = 20  # per sequence (BERT: 20 at 128 tokens, 80 at 512)
+    short_seq_prob: float = 0.1
+
+
+@dataclass
+class PretrainRecipe:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export_hf: bool = True  # also write OUT/model-hf for transformers
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> PretrainRecipe:
+    return build_dataclass(PretrainRecipe, apply_overrides(read_yaml(path), overrides or []))
+
+
+class MaskedLMObjective:
+    """MLM loss over chosen positions, plus the sentence-pair (NSP) loss when the batch has
+    ``next_sentence_label``. Sums here; the loop divides by global counts."""
+
+    def counts(self, batch: dict) -> dict[str, int]:
+        counts = {"mlm": int((batch["labels"] != -100).sum())}
+        if "next_sentence_label" in batch:
+            counts["nsp"] = int(batch["next_sentence_label"].numel())
+        return counts
+
+    def _forward(self, model, batch: dict, unpad: bool):
+        chosen = batch["labels"] != -100
+        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                    predict_mask=chosen, unpad=unpad)
+        return out, batch["labels"][chosen]
+
+    def loss_sums(self, model, batch: dict, unpad: bool) -> dict[str, torch.Tensor]:
+        out, targets = self._forward(model, batch, unpad)
+        sums = {"mlm": F.cross_entropy(out.mlm_logits.float(), targets, reduction="sum")}
+        if "next_sentence_label" in batch:
+            sums["nsp"] = F.cross_entropy(out.pair_logits.float(), batch["next_sentence_label"], reduction="sum")
+        return sums
+
+    def eval_sums(self, model, batch: dict, unpad: bool) -> dict[str, tuple[float, float]]:
+        out, targets = self._forward(model, batch, unpad)
+        n = targets.numel()
+        metrics = {
+            "mlm_loss": (float(F.cross_entropy(out.mlm_logits.float(), targets, reduction="sum")), n),
+            "mlm_accuracy": (float((out.mlm_logits.argmax(-1) == targets).sum()), n),
+        }
+        if "next_sentence_label" in batch:
+            labels = batch["next_sentence_label"]
+            metrics["nsp_loss"] = (float(F.cross_entropy(out.pair_logits.float(), labels, reduction="sum")), labels.numel())
+            metrics["nsp_accuracy"] = (float((out.pair_logits.argmax(-1) == labels).sum()), labels.numel())
+        return metrics
+
+
+def _prepare_data(recipe: PretrainRecipe, out: Path, is_main: bool) -> Path:
+    """The prepared data directory: given, or built under OUT/data (tokenizer trained if needed)."""
+    data = recipe.data
+    if data.prepared:
+        if not Path(data.prepared).is_dir():
+            raise UserError(f"data.prepared: no such directory {data.prepared}")
+        return Path(data.prepared)
+    if not data.corpus:
+        raise UserError("the recipe needs data.corpus (raw text files) or data.prepared")
+    for path in data.corpus:
+        if not Path(path).is_file():
+            raise UserError(f"data.corpus: no such file {path}")
+    prepared = out / "data"
+    if (prepared / "manifest.json").is_file():
+        return prepared  # resumed run: same data
+    if is_main:
+        from lmforge.data.prepare import prepare_corpus
+        from lmforge.tokenization import Tokenizer
+
+        tokenizer_dir = data.tokenizer
+        if not tokenizer_dir:
+            tokenizer_dir = str(out / "tokenizer")
+            print(f"training a WordPiece tokenizer (vocab {data.vocab_size}) on {len(data.corpus)} file(s)")
+            Tokenizer.train(data.corpus, kind="wordpiece", vocab_size=data.vocab_size,
+                            lowercase=data.lowercase).save(tokenizer_dir)
+        prepare_corpus(data.corpus, tokenizer_dir, prepared, heldout_fraction=data.heldout_fraction,
+                       heldout_docs=data.heldout_docs or None, seed=recipe.train.seed)
+    return prepared
+
+
+def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train per ``recipe`` into ``out``: metrics.jsonl, checkpoints/, model/, model-hf/,
+    curves.png, summary.json. Under torchrun every rank calls this."""
+    from lmforge.api import build, load_model, save
+    from lmforge.families import get_preset
+    from lmforge.objectives.dataset import PretrainingDataset, collate
+    from lmforge.tokenization import Tokenizer
+    from lmforge.training import distributed
+    from lmforge.training.report import plot_curves, summarize
+
+    out = Path(out)
+    if not resume and (out / "checkpoints").exists():
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    ctx = distributed.setup(recipe.train.device)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
+    data_dir = _prepare_data(recipe, out, ctx.is_main) if ctx.is_main else out / "data"
+    ctx.barrier()
+    data_dir = Path(recipe.data.prepared) if recipe.data.prepared else data_dir
+    tokenizer = Tokenizer.from_dir(data_dir / "tokenizer")
+    obj = recipe.objective
+    dataset_args = dict(max_seq_length=obj.max_seq_length, objective=obj.kind, masking=obj.masking,
+                        dupe_factor=obj.dupe_factor, whole_word=obj.whole_word, mlm_probability=obj.mlm_probability,
+                        max_predictions=obj.max_predictions, short_seq_prob=obj.short_seq_prob, seed=recipe.train.seed)
+    train_data = PretrainingDataset(data_dir, "train", **dataset_args)
+    eval_data = PretrainingDataset(data_dir, "heldout", **dataset_args)
+    task = "pretraining" if obj.kind == "mlm+nsp" else "masked_lm"
+    torch.manual_seed(recipe.train.seed)
+    if recipe.model.init_from:
+        model = load_model(recipe.model.init_from, task=task)
+    else:
+        config = get_preset(recipe.model.preset).replace(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
+        if obj.max_seq_length > config.max_positions:
+            raise UserError(f"objective.max_seq_length {obj.max_seq_length} exceeds the model's {config.max_positions} positions")
+        try:
+            config = config.replace(**recipe.model.config)
+        except TypeError as error:
+            raise UserError(f"model.config: {error}") from None
+        model = build(config, task=task, seed=recipe.train.seed)
+    if ctx.is_main:
+        params = sum(p.numel() for p in model.parameters())
+        print(f"model {recipe.model.preset}: {params:,} parameters; {len(train_data):,} training sequences "
+              f"of up to {obj.max_seq_length} tokens; {ctx.world_size} process(es) on {ctx.device}")
+    trainer = Trainer(model, MaskedLMObjective(), train_data, lambda ex: collate(ex, tokenizer.pad_id), recipe.train,
+                      out, ctx, eval_data=eval_data)
+    result = trainer.fit(resume=resume)
+    if ctx.is_main:
+        save(model, out / "model", tokenizer)
+        if recipe.export_hf:
+            save(model, out / "model-hf", tokenizer, format="hf")
+        plot_curves(out / "metrics.jsonl", out / "curves.png", title=f"{recipe.model.preset} pretraining")
+        result["summary"] = summarize(out / "metrics.jsonl", out / "summary.json", seconds=result["seconds"])
+    distributed.teardown()
+    return result

@@ -1,0 +1,299 @@
+"""The training loop, read top to bottom; pretraining and fine-tuning both run it.
+
+What it does each optimizer step:
+1. take the next global batch of example indices from a per-epoch permutation seeded by
+   (seed, epoch); under torchrun each rank takes its own slice, split into micro-batches;
+2. ask the objective for the counts its losses are averaged over (masked tokens, examples),
+   summed over micro-batches and ranks, so the loss is the mean over the whole global batch
+   however it is split (one process or many, any accumulation);
+3. forward/backward each micro-batch (bf16 autocast on GPU, fp32 on CPU), clip, AdamW step,
+   learning-rate schedule step;
+4. log, evaluate on held-out data and checkpoint at their intervals.
+
+Checkpoints hold everything needed for ``resume`` to continue exactly (see checkpoint.py):
+a run killed at any moment and resumed reaches the same losses as one never interrupted.
+AdamW follows BERT's optimiser (no weight decay on biases and norm weights).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from lmforge.errors import UserError
+from lmforge.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lmforge.training.distributed import DistributedContext
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 32  # sequences per optimizer step, over all ranks and micro-batches
+    micro_batch_size: int = 0  # sequences per forward pass per rank; 0: batch_size / world size
+    lr: float = 1e-4  # peak learning rate (BERT pretraining 1e-4)
+    weight_decay: float = 0.01  # BERT: 0.01, never on biases and norm weights
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-6  # BERT's AdamWeightDecayOptimizer epsilon
+    warmup_steps: int = 0  # linear warmup from 0 to lr
+    schedule: Literal["linear", "cosine", "constant"] = "linear"  # decay after warmup
+    clip_norm: float = 1.0  # global gradient-norm clipping (0: off)
+    log_every: int = 10
+    eval_every: int = 0  # 0: evaluate at the end only
+    eval_batches: int = 20  # cap on held-out batches per evaluation
+    save_every: int = 0  # 0: checkpoint at the end only
+    keep_checkpoints: int = 2
+    seed: int = 12345
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    unpad: bool = True  # run the model on real tokens only (no compute on padding)
+    device: str = "auto"
+
+
+class Objective(Protocol):
+    """What the loop needs from an objective (MLM+NSP, classification, ...)."""
+
+    def counts(self, batch: dict) -> dict[str, int]:
+        """Per loss term, the number of items it averages over in this batch."""
+
+    def loss_sums(self, model: nn.Module, batch: dict, unpad: bool) -> dict[str, torch.Tensor]:
+        """Per loss term, the summed (not averaged) loss of this batch."""
+
+    def eval_sums(self, model: nn.Module, batch: dict, unpad: bool) -> dict[str, tuple[float, float]]:
+        """Held-out metrics as (sum, count) pairs, aggregated over batches and ranks."""
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay matrices, not biases or norm weights (ndim < 2)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_then_decay(config: TrainConfig) -> Callable[[int], float]:
+    """LR multiplier: linear warmup, then linear or cosine decay to 0 at max_steps."""
+
+    def multiplier(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.schedule == "constant":
+            return 1.0
+        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+        progress = min(1.0, progress)
+        return 1.0 - progress if config.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return multiplier
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+class Trainer:
+    """Runs ``objective`` on ``model`` over ``train_data`` (a map-style dataset whose items
+    are deterministic in (epoch, index); ``set_epoch`` is called when it has one)."""
+
+    def __init__(self, model: nn.Module, objective: Objective, train_data, collate: Callable[[list], dict],
+                 config: TrainConfig, out_dir: str | Path, ctx: DistributedContext, eval_data=None,
+                 optimizer_groups: list[dict] | None = None, lr_multiplier: Callable[[int], float] | None = None,
+                 on_epoch: Callable[[int], None] | None = None, evaluate_fn: Callable[[], dict] | None = None,
+                 token_key: str = "attention_mask") -> None:
+        self.config, self.ctx, self.objective, self.collate = config, ctx, objective, collate
+        self.train_data, self.eval_data = train_data, eval_data
+        self.out_dir = Path(out_dir)
+        self.on_epoch, self.evaluate_fn, self.token_key = on_epoch, evaluate_fn, token_key
+        self.micro = config.micro_batch_size or config.batch_size // ctx.world_size
+        per_rank = config.batch_size // ctx.world_size
+        if config.batch_size % ctx.world_size or per_rank % self.micro:
+            raise UserError(
+                f"batch_size {config.batch_size} must split evenly over {ctx.world_size} process(es) "
+                f"and micro-batches of {self.micro}")
+        self._set_epoch(0)
+        if self.steps_per_epoch == 0:
+            raise UserError(f"the training data has {len(train_data)} examples, fewer than one batch of {config.batch_size}")
+        self.model = model.to(ctx.device)
+        groups = optimizer_groups or param_groups(model, config.weight_decay)
+        fused = {"fused": True} if ctx.device.type == "cuda" else {}
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+                                           eps=config.adam_eps, **fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier or warmup_then_decay(config))
+        self.wrapped = model
+        if ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(model, device_ids=ids)
+        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and ctx.device.type == "cuda")
+        self.autocast = (lambda: torch.autocast(ctx.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+
+    # -- data -------------------------------------------------------------------------------
+    def _set_epoch(self, epoch: int) -> None:
+        # Datasets may rebuild per epoch (BERT's dupe rounds), so their length can change.
+        if hasattr(self.train_data, "set_epoch"):
+            self.train_data.set_epoch(epoch)
+        self.steps_per_epoch = len(self.train_data) // self.config.batch_size
+
+    def _global_batch_indices(self) -> np.ndarray:
+        self._set_epoch(self.epoch)
+        if self.batch_in_epoch >= self.steps_per_epoch:
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self._set_epoch(self.epoch)
+            if self.on_epoch:
+                self.on_epoch(self.epoch)
+        order = epoch_order(len(self.train_data), self.config.seed, self.epoch)
+        start = self.batch_in_epoch * self.config.batch_size
+        self.batch_in_epoch += 1
+        return order[start:start + self.config.batch_size]
+
+    def _micro_batches(self, indices: np.ndarray) -> list[dict]:
+        per_rank = len(indices) // self.ctx.world_size
+        mine = indices[self.ctx.rank * per_rank:(self.ctx.rank + 1) * per_rank]
+        return [self._to_device(self.collate([self.train_data[int(i)] for i in mine[k:k + self.micro]]))
+                for k in range(0, len(mine), self.micro)]
+
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    # -- one optimizer step -----------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        batches = self._micro_batches(self._global_batch_indices())
+        names = list(self.objective.counts(batches[0]))
+        counts = torch.tensor([[self.objective.counts(b)[n] for n in names] for b in batches], dtype=torch.float64).sum(0)
+        counts = self.ctx.all_reduce_sum(counts).clamp(min=1)
+        sums = torch.zeros(len(names), dtype=torch.float64)
+        self.wrapped.train()
+        for k, batch in enumerate(batches):
+            last = k == len(batches) - 1
+            sync = nullcontext() if (last or not self.ctx.enabled) else self.wrapped.no_sync()
+            with sync:
+                with self.autocast():
+                    terms = self.objective.loss_sums(self.wrapped, batch, self.config.unpad)
+                # Each term averages over the whole global batch; DDP then averages ranks, so
+                # multiply by the world size to undo that and keep the global mean.
+                loss = sum(terms[n] / counts[i].item() for i, n in enumerate(names)) * self.ctx.world_size
+                loss.backward()
+            sums += torch.tensor([float(terms[n].detach()) for n in names], dtype=torch.float64)
+        grad_norm = (torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+                     if self.config.clip_norm > 0 else torch.tensor(0.0))
+        lr = self.optimizer.param_groups[-1]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        sums = self.ctx.all_reduce_sum(sums)
+        tokens = self.ctx.all_reduce_sum(torch.tensor(float(sum(int(b[self.token_key].sum()) for b in batches))))
+        record = {f"{n}_loss": float(sums[i] / counts[i]) for i, n in enumerate(names)}
+        record["loss"] = sum(record.values())
+        record.update(lr=lr, grad_norm=float(grad_norm), tokens=float(tokens))
+        return record
+
+    # -- held-out evaluation ----------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if self.evaluate_fn is not None:
+            return self.evaluate_fn()
+        if self.eval_data is None:
+            return {}
+        self.model.eval()
+        totals: dict[str, list[float]] = {}
+        n = min(len(self.eval_data), self.config.eval_batches * self.micro)
+        mine = list(range(self.ctx.rank, n, self.ctx.world_size))
+        for start in range(0, len(mine), self.micro):
+            batch = self._to_device(self.collate([self.eval_data[i] for i in mine[start:start + self.micro]]))
+            with self.autocast():
+                for key, (s, c) in self.objective.eval_sums(self.model, batch, self.config.unpad).items():
+                    pair = totals.setdefault(key, [0.0, 0.0])
+                    pair[0] += float(s)
+                    pair[1] += float(c)
+        keys = sorted(totals)
+        flat = self.ctx.all_reduce_sum(torch.tensor([totals[k] for k in keys], dtype=torch.float64).reshape(-1, 2))
+        return {f"eval_{k}": float(s / max(c, 1)) for k, (s, c) in zip(keys, flat.tolist())}
+
+    # -- the run ----------------------------------------------------------------------------
+    def fit(self, resume: bool = False, on_checkpoint: Callable[[Path], None] | None = None) -> dict[str, Any]:
+        cfg, ctx = self.config, self.ctx
+        metrics_path = self.out_dir / "metrics.jsonl"
+        if resume:
+            checkpoint = latest_checkpoint(self.out_dir / "checkpoints")
+            if checkpoint is None:
+                raise UserError(f"--resume: no checkpoint in {self.out_dir / 'checkpoints'}")
+            state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+            self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+            if ctx.is_main:
+                _truncate_metrics(metrics_path, self.step)
+        elif ctx.is_main:
+            if (self.out_dir / "checkpoints").exists():
+                raise UserError(f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out")
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            metrics_path.write_text("")
+        if ctx.is_main:
+            (self.out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        bar = _progress(cfg.max_steps, self.step, ctx.is_main)
+        window_tokens, window_start = 0.0, time.perf_counter()
+        started, first_step = time.perf_counter(), self.step
+        record: dict[str, float] = {}
+        if self.step == 0:
+            baseline = self.evaluate()  # the untrained model: where the curves start
+            if baseline and ctx.is_main:
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps({"step": 0, "epoch": 0, **baseline}) + "\n")
+        while self.step < cfg.max_steps:
+            record = self.train_step()
+            window_tokens += record["tokens"]
+            is_last = self.step == cfg.max_steps
+            if cfg.eval_every and self.step % cfg.eval_every == 0 or is_last:
+                record.update(self.evaluate())
+            if self.step % cfg.log_every == 0 or is_last or any(k.startswith("eval_") for k in record):
+                elapsed = time.perf_counter() - window_start
+                record["tokens_per_second"] = window_tokens / max(elapsed, 1e-9)
+                window_tokens, window_start = 0.0, time.perf_counter()
+                if ctx.is_main:
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps({"step": self.step, "epoch": self.epoch, **record}) + "\n")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                                **({"tok/s": f"{record['tokens_per_second']:.0f}"} if "tokens_per_second" in record else {}))
+            if (cfg.save_every and self.step % cfg.save_every == 0) or is_last:
+                if ctx.is_main:
+                    path = save_checkpoint(self.out_dir / "checkpoints", self.step, self.model, self.optimizer,
+                                           self.scheduler, {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
+                                           keep=cfg.keep_checkpoints)
+                    if on_checkpoint:
+                        on_checkpoint(path)
+                ctx.barrier()
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - started
+        return {"steps": self.step, "seconds": seconds, "steps_run": self.step - first_step, "last": record}
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint we resume from: they will be redone."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
