@@ -61,7 +61,9 @@ def files(tmp_path_factory):
             handle.write(json.dumps({"text": "\n".join(doc)}) + "\n")
     tokenizer_dir = root / "tokenizer"
     Tokenizer.train([txt], vocab_size=90, show_progress=False).save(tokenizer_dir)
-    return {"documents": documents, "txt": txt, "jsonl_gz": jsonl_gz, "jsonl_xz": jsonl_xz, "tokenizer": tokenizer_dir}
+    return {
+        "documents": documents, "txt": txt, "jsonl_gz": jsonl_gz, "jsonl_xz": jsonl_xz, "tokenizer": tokenizer_dir
+    }
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +184,11 @@ def test_cli_prepare_and_its_errors(files, tmp_path, capsys):
     # An existing directory needs --overwrite.
     assert main(args + ["--no-progress"]) == 2
     assert main(args + ["--no-progress", "--num-workers", "0", "--overwrite"]) == 0
+    # ... and never deletes a directory prepare did not write.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert main(args[:-1] + [str(tmp_path / "mine"), "--no-progress", "--overwrite"]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     missing = ["prepare", "--corpus", str(tmp_path / "nope.txt"), "--tokenizer", str(files["tokenizer"])]
     assert main(missing + ["--out", str(tmp_path / "x")]) == 2
     assert "corpus file not found" in capsys.readouterr().err

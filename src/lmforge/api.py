@@ -53,11 +53,16 @@ def resolve_checkpoint(path_or_hub_id: str | Path) -> Path:
     return Path(local)
 
 
-def load_model(path_or_hub_id: str | Path, task: str | None = None) -> nn.Module:
+def load_model(path_or_hub_id: str | Path, task: str | None = None, **changes) -> nn.Module:
+    """The model of a checkpoint; see ``load`` for ``task``. ``changes`` override config
+    fields before the model is built (e.g. ``labels=("neg", "pos")`` for a new classifier)."""
     directory = resolve_checkpoint(path_or_hub_id)
     if task is not None:
         task_model_class(task)
-    return load_native(directory, task) if is_native(directory) else load_hf(directory, task)
+    if "labels" in changes:
+        changes["labels"] = tuple(changes["labels"])
+    load = load_native if is_native(directory) else load_hf
+    return load(directory, task, changes)
 
 
 def load_tokenizer(path_or_hub_id: str | Path):
@@ -70,12 +75,12 @@ def load_tokenizer(path_or_hub_id: str | Path):
     return Tokenizer.from_dir(directory)
 
 
-def load(path_or_hub_id: str | Path, task: str | None = None):
+def load(path_or_hub_id: str | Path, task: str | None = None, **changes):
     """(model, tokenizer) from an lmforge or Hugging Face checkpoint directory or hub id.
 
     ``task`` None keeps the stored head; another task (e.g. "sequence_classification") keeps
     the backbone and starts the new head from its initialisation."""
-    return load_model(path_or_hub_id, task), load_tokenizer(path_or_hub_id)
+    return load_model(path_or_hub_id, task, **changes), load_tokenizer(path_or_hub_id)
 
 
 def save(model: nn.Module, directory: str | Path, tokenizer=None, format: str = "lmforge") -> Path:

@@ -25,6 +25,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import shutil
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -44,6 +45,7 @@ FORMAT = "lmforge.token_shards"
 FORMAT_VERSION = 1
 HELDOUT_STREAM = 2  # seed stream of the held-out choice (0 and 1 are NSP instances and masks)
 _CHUNK_DOCUMENTS = 10_000  # also bounds a chunk of many tiny documents
+_OUTPUTS = (MANIFEST, "tokenizer", "word_start.npy", "train", "heldout")
 
 
 def prepare_corpus(
@@ -147,13 +149,16 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise UserError(f"{out} exists and is not empty; pass --overwrite to replace a prepared directory")
-        # Only ever delete what a previous run wrote, never an arbitrary directory.
-        if not (out / MANIFEST).is_file():
-            raise UserError(f"{out} is not a prepared data directory (no {MANIFEST}); refusing to overwrite it")
-        for name in ("train", "heldout"):
-            for file in (out / name).glob("*") if (out / name).is_dir() else ():
-                file.unlink()
-        (out / MANIFEST).unlink()
+        # Only ever delete what a run of prepare (finished or interrupted) writes.
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _OUTPUTS) if out.is_dir() else [out.name]
+        if foreign:
+            raise UserError(f"{out} holds {', '.join(foreign)}, not written by prepare; refusing to overwrite it")
+        for name in _OUTPUTS:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -172,7 +177,9 @@ def _heldout_count(total: int, fraction: float | None, docs: int | None) -> int:
     return min(wanted, total - 1)
 
 
-def _chunks(corpus: list[str], chunk_chars: int, documents_per_file: list[int]) -> Iterator[tuple[list[int], list[str]]]:
+def _chunks(
+    corpus: list[str], chunk_chars: int, documents_per_file: list[int]
+) -> Iterator[tuple[list[int], list[str]]]:
     """``(document indices, texts)`` of at most ~``chunk_chars`` characters each (one document
     may exceed it alone); counts documents per file on the way."""
     index = 0

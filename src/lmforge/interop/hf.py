@@ -137,11 +137,13 @@ def model_to_hf_state(model: nn.Module, family: Family) -> dict[str, torch.Tenso
     return out
 
 
-def load_hf(directory: str | Path, task: str | None = None) -> nn.Module:
+def load_hf(directory: str | Path, task: str | None = None, changes: dict | None = None) -> nn.Module:
     """An lmforge model from an HF directory. ``task`` None keeps the checkpoint's own head;
-    another task takes the backbone and initialises the new head."""
+    another task takes the backbone and initialises the new head. ``changes`` override
+    config fields first (e.g. ``labels`` for a new classifier, dropout rates)."""
     directory = Path(directory)
     family, config, stored_task = read_hf_config(directory)
+    config = config.replace(**(changes or {}))
     tensors = read_hf_tensors(directory)
     if stored_task == "masked_lm" and any(
         (family.weights.from_hf(name) or "").startswith("pair_head.") for name in tensors

@@ -66,11 +66,13 @@ def native_state_to_model(model: nn.Module, tensors: dict[str, torch.Tensor], st
         raise UserError(f"checkpoint has no weight for {missing[0]}")
 
 
-def load_native(directory: str | Path, task: str | None = None) -> nn.Module:
+def load_native(directory: str | Path, task: str | None = None, changes: dict | None = None) -> nn.Module:
+    """As ``load_hf``, for lmforge's own layout."""
     from lmforge.models.encoder import build_model
 
     directory = Path(directory)
     config, stored_task = read_native_manifest(directory)
+    config = config.replace(**(changes or {}))
     model = build_model(config, task or stored_task)
     native_state_to_model(model, load_file(directory / "model.safetensors"), strict_heads=(task or stored_task) == stored_task)
     return model
