@@ -98,7 +98,7 @@ def prepare_corpus(
 
     progress = tqdm(unit="tok", unit_scale=True, desc="tokenizing", disable=not show_progress)
     chunks = _chunks(corpus, chunk_chars, documents_per_file)
-    for (indices, texts), sentences in _split_chunks(chunks, line_breaks, num_workers):
+    for (indices, _), sentences in _split_chunks(chunks, line_breaks, num_workers):
         is_heldout = np.fromiter((i in heldout for i in indices), dtype=bool, count=len(indices))
         added = _write_chunk(tokenizer, sentences, is_heldout, writers, dtype)
         progress.update(added)

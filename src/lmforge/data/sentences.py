@@ -16,9 +16,9 @@ The rules:
    followed by closing quotes or brackets); hard-wrapped prose ends only ~1 line in 5 so.
 3. Inside a line or joined paragraph, a sentence ends after ``.``, ``!`` or ``?`` (and any
    closing quotes/brackets) followed by whitespace and then an upper-case letter or an
-   opening quote/bracket. A period does not end a sentence after
-   a known abbreviation (Mr. Dr. St. e.g. i.e.), a single letter (initials: "J. R. R."),
-   or a word with an inner period ("U.S.").
+   opening quote/bracket. A period does not end a sentence after a known abbreviation
+   (Mr. Dr. St. e.g. i.e.), a single letter (initials: "J. R. R.") or a word with an inner
+   period ("U.S.").
 """
 
 from __future__ import annotations

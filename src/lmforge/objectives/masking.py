@@ -49,7 +49,7 @@ def mask_tokens(
     max_predictions: int | None = 20,
     word_start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mask one sequence; returns ``(masked_ids, labels)``, both int64 like ``ids``' shape.
+    """Mask one 1-D sequence; returns ``(masked_ids, labels)``, both int64 and shaped like ``ids``.
 
     ``labels`` holds the original id at chosen positions and ``IGNORE_INDEX`` elsewhere.
     ``word_start`` (bool over the vocabulary) switches on whole-word masking: a token that does

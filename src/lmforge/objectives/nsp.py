@@ -1,8 +1,8 @@
 """Next-sentence-prediction instances: sentence pairs (A, B) cut from document-level text.
 
 Follows ``create_instances_from_document`` and ``truncate_seq_pair`` in google-research/bert
-``create_pretraining_data.py`` (Devlin et al. 2019, section 3.1), draw for draw with Python's
-``random.Random`` as the reference does:
+``create_pretraining_data.py`` (Devlin et al. 2019, section 3.1), with the reference's draws
+from Python's ``random.Random`` (only truncation's front-or-back coins are grouped by side):
 
 - one target length per document: ``max_seq_length - 3``, or with ``short_seq_prob``
   ``randint(2, max_seq_length - 3)``;
@@ -16,9 +16,14 @@ Follows ``create_instances_from_document`` and ``truncate_seq_pair`` in google-r
   p 0.5, until ``len(A) + len(B) <= max_seq_length - 3``;
 - layout ``[CLS] A [SEP] B [SEP]``, segment 0 through the first [SEP].
 
-The only difference is the seeding: the reference runs one generator through all documents
+The other difference is the seeding: the reference runs one generator through all documents
 after shuffling them; here each (seed, round, document) has its own generator, so a document's
 instances do not depend on the others' and any round can be rebuilt alone.
+
+As in the reference, a one-sentence chunk always takes a random B, so NotNext is a little over
+half: document ends add about one per document, and a short target (drawn per document) makes
+many one-sentence chunks. On the Gutenberg books at 128 tokens: 54% NotNext, 15% of pairs
+under 100 tokens.
 
 A document is given as token offsets (the layout of ``lmforge.data.shards``): sentence ``s``
 is ``tokens[sentence_offsets[s]:sentence_offsets[s + 1]]`` and document ``d`` holds sentences

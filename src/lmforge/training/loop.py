@@ -49,7 +49,7 @@ class TrainConfig:
     clip_norm: float = 1.0  # global gradient-norm clipping (0: off)
     log_every: int = 10
     eval_every: int = 0  # 0: evaluate at the end only
-    eval_batches: int = 20  # cap on held-out batches per evaluation
+    eval_batches: int = 20  # cap on held-out examples per evaluation, in global batches
     save_every: int = 0  # 0: checkpoint at the end only
     keep_checkpoints: int = 2
     seed: int = 12345
@@ -107,11 +107,16 @@ class Trainer:
                  config: TrainConfig, out_dir: str | Path, ctx: DistributedContext, eval_data=None,
                  optimizer_groups: list[dict] | None = None, lr_multiplier: Callable[[int], float] | None = None,
                  on_epoch: Callable[[int], None] | None = None, evaluate_fn: Callable[[], dict] | None = None,
-                 token_key: str = "attention_mask") -> None:
+                 token_key: str = "attention_mask", should_stop: Callable[[], bool] | None = None,
+                 save_checkpoints: bool = True) -> None:
+        """``should_stop`` is asked after every step (early stopping ends the run when it says
+        True); ``save_checkpoints=False`` writes no checkpoints (a caller keeping its own best
+        model, as fine-tuning does)."""
         self.config, self.ctx, self.objective, self.collate = config, ctx, objective, collate
         self.train_data, self.eval_data = train_data, eval_data
         self.out_dir = Path(out_dir)
         self.on_epoch, self.evaluate_fn, self.token_key = on_epoch, evaluate_fn, token_key
+        self.should_stop, self.save_checkpoints = should_stop, save_checkpoints
         self.micro = config.micro_batch_size or config.batch_size // ctx.world_size
         per_rank = config.batch_size // ctx.world_size
         if config.batch_size % ctx.world_size or per_rank % self.micro:
@@ -207,7 +212,8 @@ class Trainer:
             return {}
         self.model.eval()
         totals: dict[str, list[float]] = {}
-        n = min(len(self.eval_data), self.config.eval_batches * self.micro)
+        # The same examples however the run is split over processes (global batches).
+        n = min(len(self.eval_data), self.config.eval_batches * self.config.batch_size)
         mine = list(range(self.ctx.rank, n, self.ctx.world_size))
         for start in range(0, len(mine), self.micro):
             batch = self._to_device(self.collate([self.eval_data[i] for i in mine[start:start + self.micro]]))
@@ -265,7 +271,8 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
                                 **({"tok/s": f"{record['tokens_per_second']:.0f}"} if "tokens_per_second" in record else {}))
-            if (cfg.save_every and self.step % cfg.save_every == 0) or is_last:
+            stop = self.should_stop is not None and self.should_stop()
+            if self.save_checkpoints and ((cfg.save_every and self.step % cfg.save_every == 0) or is_last or stop):
                 if ctx.is_main:
                     path = save_checkpoint(self.out_dir / "checkpoints", self.step, self.model, self.optimizer,
                                            self.scheduler, {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
@@ -273,6 +280,8 @@ class Trainer:
                     if on_checkpoint:
                         on_checkpoint(path)
                 ctx.barrier()
+            if stop:
+                break
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - started

@@ -1,0 +1,357 @@
+"""Fine-tuning a checkpoint on a labelled task: settings -> model -> Trainer -> OUT.
+
+BERT's recipe (Devlin et al. 2019, section 4 and appendix A.3): all parameters updated, AdamW
+with weight decay 0.01 (not on biases and LayerNorm weights), linear warm-up over the first
+10% of the steps then linear decay to 0, a few epochs, the best epoch chosen on the dev set.
+The ULMFiT toolbox (Howard & Ruder 2018; ``lmforge.toolbox``) is available as options:
+discriminative learning rates over ``model.layer_groups()``, the slanted triangular
+schedule, gradual unfreezing (one more group per epoch, from the top) and a frozen encoder
+(a linear probe on the pooled or per-token vectors).
+
+The run reuses the pretraining loop (``lmforge.training.loop.Trainer``) with the task as its
+objective; after every epoch the whole eval file is decoded and scored, and the model of the
+best epoch is written to OUT/model in Hugging Face layout with its tokenizer and label names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from lmforge.errors import UserError
+from lmforge.finetune.tasks import Task, TaskOptions, batched_outputs, make_task
+from lmforge.tasks.classification import LabelMap
+
+
+@dataclass
+class FinetuneConfig:
+    """Every setting of ``lmforge finetune``; a recipe file holds the same keys (flat)."""
+
+    model: str = ""  # checkpoint directory (lmforge or HF layout) with any head
+    task: Literal["classification", "ner", "qa"] = "classification"
+    train: str = ""  # training file
+    eval: str = ""  # held-out file: scored every epoch, picks the best epoch
+    out: str = ""  # output directory
+    epochs: int = 3  # BERT: 2-4
+    batch_size: int = 32  # BERT: 16 or 32
+    eval_batch_size: int = 64
+    lr: float = 5.0e-5  # BERT: 5e-5, 3e-5 or 2e-5
+    max_length: int | None = None  # tokens per sequence; None: 128 (qa: 384)
+    seed: int = 42
+    limit: int = 0  # use the first N training examples (0: all)
+    eval_limit: int = 0  # score the first N eval examples (0: all)
+    text_column: str | None = None  # classification columns; None: detected (GLUE headers)
+    pair_column: str | None = None
+    label_column: str | None = None
+    doc_stride: int = 128  # qa (run_squad)
+    max_query_length: int = 64  # qa (run_squad)
+    max_answer_length: int = 30  # qa (run_squad)
+    n_best: int = 20  # qa (run_squad)
+    warmup_fraction: float = 0.1  # BERT: 10% warm-up; the cut_frac of slanted_triangular
+    weight_decay: float = 0.01  # BERT
+    schedule: Literal["linear", "slanted_triangular", "constant"] = "linear"
+    discriminative_decay: float = 0.0  # ULMFiT: 2.6 (each lower layer group's lr / 2.6); 0: off
+    gradual_unfreezing: bool = False  # ULMFiT: train the top group, then one more per epoch
+    freeze_encoder: bool = False  # train the task head only (a linear probe)
+    patience: int = 0  # stop after N epochs without improvement (0: run every epoch)
+    device: str = "auto"
+
+    def task_options(self) -> TaskOptions:
+        names = {f.name for f in fields(TaskOptions)}
+        return TaskOptions(**{k: v for k, v in asdict(self).items() if k in names})
+
+    def validate(self) -> None:
+        for key in ("model", "train", "eval", "out"):
+            if not getattr(self, key):
+                raise UserError(f"missing --{key} (or '{key}:' in the recipe)")
+        positive = ("epochs", "batch_size", "eval_batch_size", "doc_stride", "max_query_length",
+                    "max_answer_length", "n_best")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("limit", "eval_limit", "patience"):
+            if getattr(self, key) < 0:
+                raise UserError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.discriminative_decay < 0:
+            raise UserError("lr must be positive; weight_decay and discriminative_decay >= 0")
+        if not 0 <= self.warmup_fraction < 1:
+            raise UserError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.schedule == "slanted_triangular" and self.warmup_fraction == 0:
+            raise UserError("the slanted triangular schedule needs warmup_fraction (its cut_frac) > 0")
+        if self.freeze_encoder and self.gradual_unfreezing:
+            raise UserError("choose one of freeze_encoder and gradual_unfreezing")
+        if self.max_length is not None and self.max_length < 8:
+            raise UserError(f"max_length {self.max_length} is too short")
+
+
+# ---------------------------------------------------------------------------------------
+# The model to start from
+
+
+def initial_model(source: nn.Module, task: Task, labels: LabelMap | None, seed: int) -> nn.Module:
+    """The model to fine-tune: ``source`` itself when it already has this task's head with
+    these labels, else a new task model holding ``source``'s backbone with a freshly
+    initialised head (BERT's N(0, 0.02)). A pooler that ``source`` lacks (a token tagger's
+    backbone used for classification) starts from its initialisation too, as in
+    transformers; any other missing or extra backbone weight is an error."""
+    from lmforge.models.encoder import build_model
+
+    label_names = tuple(labels.labels) if labels is not None else ()
+    if source.task == task.model_task and tuple(source.config.labels) == label_names:
+        return source.float()
+    config = source.config.replace(labels=label_names)
+    model = build_model(config, task.model_task, seed=seed)
+    backbone = source if source.task == "backbone" else source.backbone
+    missing, unexpected = model.backbone.load_state_dict(backbone.state_dict(), strict=False)
+    wrong = [name for name in [*missing, *unexpected] if not name.startswith("pooler.")]
+    if wrong:
+        raise UserError(f"the checkpoint's backbone does not fit a {task.model_task} model ({wrong[0]})")
+    return model.float()
+
+
+def choose_labels(task: Task, source: nn.Module, train_examples, eval_examples) -> LabelMap | None:
+    """The label map: the checkpoint's when it already tags this task with every label the
+    data uses (training continues with its head), else the sorted labels of the data."""
+    if task.name == "qa":
+        return None
+    seen = set(task.label_names(train_examples)) | set(task.label_names(eval_examples))
+    if source.task == task.model_task and source.config.labels and seen <= set(source.config.labels):
+        return LabelMap(list(source.config.labels))
+    return LabelMap.from_labels(seen)
+
+
+# ---------------------------------------------------------------------------------------
+# The toolbox wiring
+
+
+def optimizer_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict]:
+    """AdamW groups over ``model.layer_groups()`` (bottom to top): one rate everywhere, or
+    ULMFiT's discriminative rates lr / decay^(depth below the top). Every parameter is in a
+    group, frozen or not, so that gradual unfreezing can train it later."""
+    from lmforge.toolbox import discriminative_param_groups
+
+    layer_groups = model.layer_groups()
+    grouped = {id(p) for group in layer_groups for p in group.parameters()}
+    leftover = [p for p in model.parameters() if id(p) not in grouped]
+    if leftover:  # a layer_groups() that forgot a parameter would silently never train it
+        raise UserError(f"{type(model).__name__}.layer_groups() misses {len(leftover)} parameter(s)")
+    return discriminative_param_groups(layer_groups, cfg.lr, decay=cfg.discriminative_decay or 1.0,
+                                       weight_decay=cfg.weight_decay)
+
+
+def lr_schedule(cfg: FinetuneConfig, total_steps: int):
+    """Multiplier of each group's lr at step t (0-based)."""
+    from lmforge.toolbox import linear_warmup_decay, slanted_triangular
+
+    warmup = int(cfg.warmup_fraction * total_steps)
+    if cfg.schedule == "slanted_triangular":
+        return slanted_triangular(total_steps, cut_frac=cfg.warmup_fraction, ratio=32)
+    if cfg.schedule == "linear":
+        return linear_warmup_decay(total_steps, min(warmup, total_steps - 1))
+    return lambda step: min(1.0, step / warmup) if warmup else 1.0
+
+
+# ---------------------------------------------------------------------------------------
+# Per-epoch evaluation, early stopping, the best model
+
+
+class EarlyStopping:
+    """Tracks the best value of a metric (higher is better) and epochs without improvement."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.bad_epochs = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """True when ``value`` is a new best (strictly: on a tie the earlier epoch stays)."""
+        if self.best is None or value > self.best:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+
+class EpochEvaluator:
+    """The Trainer's ``evaluate_fn``: decode and score the whole eval file; after a training
+    epoch, keep the model and predictions when the metric improves."""
+
+    def __init__(self, task: Task, model: nn.Module, tokenizer, examples, features, cfg: FinetuneConfig,
+                 steps_per_epoch: int, device: torch.device) -> None:
+        self.task, self.model, self.tokenizer = task, model, tokenizer
+        self.examples, self.features, self.cfg = examples, features, cfg
+        self.steps_per_epoch, self.device = steps_per_epoch, device
+        self.stopping = EarlyStopping(cfg.patience)
+        self.current_step = lambda: 0  # set once the Trainer exists
+        self.best_metrics: dict[str, float] = {}
+        self.best_predictions: Any = None
+        self.seconds = 0.0  # evaluating and saving, left out of the training time
+        self.epochs_run = 0
+
+    def __call__(self) -> dict[str, float]:
+        started = time.perf_counter()
+        metrics, predictions = evaluate_features(self.task, self.model, self.tokenizer, self.examples,
+                                                 self.features, self.cfg.eval_batch_size, self.device)
+        step = self.current_step()
+        if step > 0:  # step 0 is the untrained baseline: a curve point, not a candidate
+            epoch = step // self.steps_per_epoch
+            self.epochs_run = epoch
+            improved = self.stopping.update(metrics[self.task.metric], epoch)
+            if improved:
+                self.best_metrics, self.best_predictions = metrics, predictions
+                save_model(self.model, self.tokenizer, Path(self.cfg.out) / "model")
+            _say(f"epoch {epoch}: {_describe(metrics)}"
+                 + (" (best, saved)" if improved else f" (best {self.task.metric} "
+                    f"{self.stopping.best:.4f} at epoch {self.stopping.best_epoch})"))
+        self.seconds += time.perf_counter() - started
+        return {f"eval_{k}": v for k, v in metrics.items()}
+
+    def should_stop(self) -> bool:
+        return self.stopping.should_stop
+
+
+def evaluate_features(task: Task, model: nn.Module, tokenizer, examples, features, batch_size: int,
+                      device: torch.device) -> tuple[dict[str, float], Any]:
+    """Metrics (with ``loss``) and predictions of ``model`` on encoded eval data."""
+    rows, loss = batched_outputs(task, model, features, tokenizer.pad_id, batch_size, device)
+    predictions = task.decode(examples, features, rows)
+    metrics = task.score(examples, predictions)
+    if loss is not None:
+        metrics["loss"] = loss
+    return metrics, predictions
+
+
+def save_model(model: nn.Module, tokenizer, directory: Path) -> None:
+    """HF layout, written beside the target and renamed over it: never half a model."""
+    import lmforge
+
+    temporary = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    lmforge.save(model, temporary, tokenizer, format="hf")
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(temporary, directory)
+
+
+def _describe(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def _say(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line)
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+
+
+def load_checkpoint_and_tokenizer(path: str):
+    import lmforge
+
+    tokenizer = lmforge.load_tokenizer(path)
+    if tokenizer is None:
+        raise UserError(f"{path} has no tokenizer files (tokenizer.json or vocab.txt)")
+    return lmforge.load_model(path), tokenizer
+
+
+def check_length(task: Task, model: nn.Module) -> None:
+    if task.max_length > model.config.max_positions:
+        raise UserError(f"max_length {task.max_length} exceeds the model's {model.config.max_positions} positions")
+
+
+def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Fine-tune per ``cfg``; OUT gets model/, metrics.json, metrics.jsonl, the eval
+    predictions and curves.png. Returns the contents of metrics.json."""
+    from lmforge.tasks import collate
+    from lmforge.toolbox import GradualUnfreezer, freeze
+    from lmforge.training import distributed
+    from lmforge.training.loop import TrainConfig, Trainer
+    from lmforge.training.report import plot_curves
+
+    cfg.validate()
+    out = Path(cfg.out)
+    if (out / "model").exists() or (out / "metrics.json").exists():
+        raise UserError(f"{out} already holds a fine-tuning run; choose another --out")
+    task = make_task(cfg.task, cfg.task_options())
+    train_examples = task.read(cfg.train)[: cfg.limit or None]
+    eval_examples = task.read(cfg.eval)[: cfg.eval_limit or None]
+    source, tokenizer = load_checkpoint_and_tokenizer(cfg.model)
+    task.labels = choose_labels(task, source, train_examples, eval_examples)
+    model = initial_model(source, task, task.labels, cfg.seed)
+    check_length(task, model)
+    train_features = task.encode(train_examples, tokenizer)
+    eval_features = task.encode(eval_examples, tokenizer)
+    if task.name == "qa":  # offsets matter for decoding only: drop them from training windows
+        train_features = [{k: v for k, v in f.items() if k != "offsets"} for f in train_features]
+
+    ctx = distributed.setup(cfg.device)
+    if ctx.world_size > 1:
+        raise UserError("fine-tuning runs in one process; start it without torchrun")
+    batch_size = min(cfg.batch_size, len(train_features))
+    steps_per_epoch = len(train_features) // batch_size
+    total_steps = steps_per_epoch * cfg.epochs
+    groups = optimizer_groups(model, cfg)
+    on_epoch = None
+    if cfg.freeze_encoder:
+        freeze(model.backbone)
+    elif cfg.gradual_unfreezing:
+        unfreezer = GradualUnfreezer(model.layer_groups())
+        unfreezer.start()
+        on_epoch = unfreezer.on_epoch
+    train_config = TrainConfig(
+        max_steps=total_steps, batch_size=batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        eval_every=steps_per_epoch, log_every=max(1, total_steps // 1000), seed=cfg.seed, unpad=True,
+        device=cfg.device)
+    model.to(ctx.device)
+    evaluator = EpochEvaluator(task, model, tokenizer, eval_examples, eval_features, cfg, steps_per_epoch, ctx.device)
+    torch.manual_seed(cfg.seed)  # dropout
+    trainer = Trainer(model, task, train_features, lambda batch: collate(batch, tokenizer.pad_id), train_config,
+                      out, ctx, optimizer_groups=groups, lr_multiplier=lr_schedule(cfg, total_steps),
+                      on_epoch=on_epoch, evaluate_fn=evaluator, should_stop=evaluator.should_stop,
+                      save_checkpoints=False)
+    evaluator.current_step = lambda: trainer.step
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    _say(f"fine-tuning {task.model_task} ({trainable:,} of {sum(p.numel() for p in model.parameters()):,} "
+         f"parameters trainable) on {len(train_examples):,} examples ({len(train_features):,} sequences), "
+         f"{cfg.epochs} epoch(s) of {steps_per_epoch} steps on {ctx.device}")
+    result = trainer.fit()
+
+    train_seconds = max(result["seconds"] - evaluator.seconds, 1e-9)
+    task.write_predictions(out / task.predictions_file, eval_examples, evaluator.best_predictions)
+    summary = {
+        "task": task.name,
+        "checkpoint": str(cfg.model),
+        "model": str(out / "model"),
+        **evaluator.best_metrics,
+        "metric": task.metric,
+        "best_epoch": evaluator.stopping.best_epoch,
+        "epochs_run": evaluator.epochs_run,
+        "stopped_early": evaluator.epochs_run < cfg.epochs,
+        "train_seconds": round(train_seconds, 3),
+        "examples_per_second": round(result["steps"] * batch_size / train_seconds, 2),
+        "train_examples": len(train_examples),
+        "train_sequences": len(train_features),
+        "eval_examples": len(eval_examples),
+        "labels": list(task.labels.labels) if task.labels else [],
+        "device": str(ctx.device),
+        "settings": asdict(cfg),
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_curves(out / "metrics.jsonl", out / "curves.png", title=f"{task.name} fine-tuning")
+    _say(f"best epoch {summary['best_epoch']}: {_describe(evaluator.best_metrics)}; "
+         f"{summary['train_seconds']} s training, {summary['examples_per_second']} sequences/s; wrote {out}")
+    return summary

@@ -1,0 +1,133 @@
+"""Pretraining end to end: recipes, loss falls per objective, exact resume after SIGKILL,
+and 2-process DDP (gloo) equal to one process with the same global batch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lmforge.errors import UserError
+from lmforge.pretraining import load_recipe, run_pretraining
+from lmforge.training.loop import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "recipes" / "pretrain" / "tiny.yaml"
+NO_DROPOUT = ["model.config={hidden_dropout: 0.0, attention_dropout: 0.0}"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Tokenizer + shards of the bundled Brown sample, built once for this module."""
+    from lmforge.data.prepare import prepare_corpus
+    from lmforge.tokenization import Tokenizer
+
+    root = tmp_path_factory.mktemp("prepared")
+    corpus = [str(REPO / "data" / "brown" / "brown-sample.jsonl")]
+    Tokenizer.train(corpus, vocab_size=1500, show_progress=False).save(root / "tok")
+    prepare_corpus(corpus, root / "tok", root / "data", heldout_docs=3, show_progress=False)
+    return root / "data"
+
+
+def recipe(prepared, *overrides):
+    return load_recipe(TINY, [f"data.prepared={prepared}", "train.log_every=1", *overrides])
+
+
+def env():
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def test_recipe_validation():
+    r = load_recipe(TINY, ["train.max_steps=7", "objective.whole_word=true", "train.lr=3e-4"])
+    assert r.train.max_steps == 7 and r.objective.whole_word is True and r.train.lr == 3e-4
+    assert r.model.preset == "bert-test" and r.data.corpus == ["data/brown/brown-sample.jsonl"]
+    with pytest.raises(UserError, match="train.max_stepz"):
+        load_recipe(TINY, ["train.max_stepz=3"])
+    with pytest.raises(UserError, match="train.max_steps must be int"):
+        load_recipe(TINY, ["train.max_steps=many"])
+    with pytest.raises(UserError, match="objective.kind must be one of"):
+        load_recipe(TINY, ["objective.kind=sop"])
+    with pytest.raises(UserError, match="key=value"):
+        load_recipe(TINY, ["train.max_steps"])
+
+
+@pytest.mark.parametrize("kind", ["mlm+nsp", "mlm"])
+def test_loss_falls(prepared, tmp_path, kind):
+    r = recipe(prepared, f"objective.kind={kind}", "train.max_steps=30", "train.eval_every=30", "export_hf=false")
+    result = run_pretraining(r, tmp_path / "run")
+    records = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in m]
+    first = sum(m["loss"] for m in records[:5]) / 5
+    last = sum(m["loss"] for m in records[-5:]) / 5
+    assert last < first - 0.3, (first, last)
+    assert ("nsp_loss" in records[0]) == (kind == "mlm+nsp")
+    assert result["steps"] == 30
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["last_eval"]["eval_mlm_loss"] < summary["first_eval"]["eval_mlm_loss"]
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+    import lmforge
+
+    model, tokenizer = lmforge.load(tmp_path / "run" / "model")
+    assert model.task == ("pretraining" if kind == "mlm+nsp" else "masked_lm")
+    assert tokenizer.vocab_size == model.config.vocab_size
+
+
+def test_existing_run_needs_resume(prepared, tmp_path):
+    r = recipe(prepared, "train.max_steps=2", "export_hf=false")
+    run_pretraining(r, tmp_path / "run")
+    with pytest.raises(UserError, match="--resume"):
+        run_pretraining(r, tmp_path / "run")
+
+
+def _cli(out, *sets):
+    return [sys.executable, "-m", "lmforge", "pretrain", str(TINY), "--out", str(out),
+            *[a for s in sets for a in ("--set", s)]]
+
+
+def test_sigkill_and_resume_equals_uninterrupted(prepared, tmp_path):
+    sets = [f"data.prepared={prepared}", "train.max_steps=16", "train.save_every=4", "train.log_every=1",
+            "train.eval_every=8", "export_hf=false"]
+    subprocess.run(_cli(tmp_path / "full", *sets), check=True, env=env(), capture_output=True)
+    # Kill -9 as soon as a mid-run checkpoint exists, then resume.
+    proc = subprocess.Popen(_cli(tmp_path / "cut", *sets), env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    latest = tmp_path / "cut" / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if latest.exists() and latest.read_text().strip() >= "step-00000008":
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads((tmp_path / "cut" / "checkpoints" / latest.read_text().strip() / "trainer_state.json").read_text())["step"]
+    assert 0 < killed_at < 16
+    subprocess.run(_cli(tmp_path / "cut", *sets) + ["--resume"], check=True, env=env(), capture_output=True)
+    full = read_metrics(tmp_path / "full" / "metrics.jsonl")
+    resumed = read_metrics(tmp_path / "cut" / "metrics.jsonl")
+    assert [m["step"] for m in full] == [m["step"] for m in resumed]
+    for a, b in zip(full, resumed):
+        for key in ("loss", "mlm_loss", "nsp_loss", "eval_mlm_loss", "eval_nsp_accuracy"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], abs=1e-5), (a["step"], key)
+
+
+def test_two_process_ddp_equals_one_process(prepared, tmp_path):
+    sets = [f"data.prepared={prepared}", "train.max_steps=4", "train.batch_size=8", "train.log_every=1",
+            "train.eval_every=4", "export_hf=false", *NO_DROPOUT]
+    single = _cli(tmp_path / "one", *sets)
+    subprocess.run(single, check=True, env=env(), capture_output=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+                "-m", "lmforge", *single[3:]]
+    torchrun[torchrun.index(str(tmp_path / "one"))] = str(tmp_path / "two")
+    done = subprocess.run(torchrun, env=env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one = read_metrics(tmp_path / "one" / "metrics.jsonl")
+    two = read_metrics(tmp_path / "two" / "metrics.jsonl")
+    assert len(one) == len(two) == 5
+    for a, b in zip(one, two):
+        for key in ("loss", "mlm_loss", "nsp_loss", "eval_mlm_loss", "eval_mlm_accuracy"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], abs=2e-5), (a["step"], key)
