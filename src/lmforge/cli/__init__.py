@@ -17,6 +17,7 @@ _COMMAND_MODULES = [
     "lmforge.cli.tokenizer",
     "lmforge.cli.prepare",
     "lmforge.cli.pretrain",
+    "lmforge.cli.finetune",
 ]
 
 

@@ -202,20 +202,21 @@ class EpochEvaluator:
         self.epochs_run = 0
 
     def __call__(self) -> dict[str, float]:
+        step = self.current_step()
+        if step == 0:
+            return {}  # the loop's untrained baseline: a new head's guesses say nothing
         started = time.perf_counter()
         metrics, predictions = evaluate_features(self.task, self.model, self.tokenizer, self.examples,
                                                  self.features, self.cfg.eval_batch_size, self.device)
-        step = self.current_step()
-        if step > 0:  # step 0 is the untrained baseline: a curve point, not a candidate
-            epoch = step // self.steps_per_epoch
-            self.epochs_run = epoch
-            improved = self.stopping.update(metrics[self.task.metric], epoch)
-            if improved:
-                self.best_metrics, self.best_predictions = metrics, predictions
-                save_model(self.model, self.tokenizer, Path(self.cfg.out) / "model")
-            _say(f"epoch {epoch}: {_describe(metrics)}"
-                 + (" (best, saved)" if improved else f" (best {self.task.metric} "
-                    f"{self.stopping.best:.4f} at epoch {self.stopping.best_epoch})"))
+        epoch = step // self.steps_per_epoch
+        self.epochs_run = epoch
+        improved = self.stopping.update(metrics[self.task.metric], epoch)
+        if improved:
+            self.best_metrics, self.best_predictions = metrics, predictions
+            save_model(self.model, self.tokenizer, Path(self.cfg.out) / "model")
+        _say(f"epoch {epoch}: {_describe(metrics)}"
+             + (" (best, saved)" if improved else f" (best {self.task.metric} "
+                f"{self.stopping.best:.4f} at epoch {self.stopping.best_epoch})"))
         self.seconds += time.perf_counter() - started
         return {f"eval_{k}": v for k, v in metrics.items()}
 

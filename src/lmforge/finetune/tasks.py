@@ -185,7 +185,7 @@ class ClassificationTask(Task):
             positive = self.labels.id_of("1") if "1" in self.labels.labels else 1
             metrics["f1"] = f1_binary(gold, predicted, positive=positive)
         metrics["f1_macro"] = f1_macro(gold, predicted)
-        metrics["matthews_corrcoef"] = matthews_corrcoef(gold, predicted)
+        metrics["matthews_correlation"] = matthews_corrcoef(gold, predicted)
         return metrics
 
     def write_predictions(self, path: Path, examples, predictions) -> None:

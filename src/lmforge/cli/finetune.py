@@ -1,0 +1,145 @@
+"""`lmforge finetune`, `lmforge evaluate` and `lmforge predict`: thin wrappers over
+``lmforge.finetune``.
+
+Fine-tuning settings come from flags, or from a flat YAML recipe (``--recipe``, the same
+keys with underscores) that flags override; both are validated against ``FinetuneConfig``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lmforge.errors import UserError
+
+_TASK_HELP = "classification (single sentences or pairs), ner (CoNLL tagging) or qa (SQuAD v1.1 spans)"
+
+
+def _task_options(parser: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
+    """Reading and decoding flags shared by the three commands."""
+    group = parser.add_argument_group("data and decoding")
+    group.add_argument("--max-length", type=int, default=default, help="tokens per sequence (default 128; qa 384)")
+    group.add_argument("--text-column", default=default, help="classification: text column (default: detected)")
+    group.add_argument("--pair-column", default=default, help="classification: second-text column of pair tasks")
+    group.add_argument("--label-column", default=default, help="classification: label column (default: detected)")
+    group.add_argument("--doc-stride", type=int, default=default, help="qa: tokens between window starts (128)")
+    group.add_argument("--max-query-length", type=int, default=default, help="qa: question tokens kept (64)")
+    group.add_argument("--max-answer-length", type=int, default=default, help="qa: longest answer in tokens (30)")
+
+
+def register(subparsers) -> None:
+    S = argparse.SUPPRESS  # unset flags stay absent, so a recipe's value is kept
+    ft = subparsers.add_parser(
+        "finetune", help="fine-tune a checkpoint on classification, NER or span QA",
+        description="Fine-tune any lmforge or HF-format checkpoint (any head), all parameters updated by default. "
+                    "OUT gets model/ (HF layout, tokenizer, label names), metrics.json, metrics.jsonl, "
+                    "the eval predictions and curves.png. The best epoch on the eval file is kept.")
+    ft.add_argument("--recipe", help="YAML file with any of the settings below (keys with underscores)")
+    ft.add_argument("--model", default=S, help="checkpoint directory (lmforge or HF layout) with its tokenizer")
+    ft.add_argument("--task", choices=["classification", "ner", "qa"], default=S, help=_TASK_HELP)
+    ft.add_argument("--train", default=S, help="training file: .tsv/.csv/.jsonl, CoNLL columns, or SQuAD .json")
+    ft.add_argument("--eval", default=S, help="held-out file of the same kind, scored every epoch")
+    ft.add_argument("--out", default=S, help="output directory")
+    train = ft.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=S, help="passes over the training data (default 3)")
+    train.add_argument("--batch-size", type=int, default=S, help="sequences per step (default 32)")
+    train.add_argument("--eval-batch-size", type=int, default=S, help="sequences per evaluation batch (default 64)")
+    train.add_argument("--lr", type=float, default=S, help="peak learning rate (default 5e-5)")
+    train.add_argument("--seed", type=int, default=S, help="seed for the head, dropout and data order (default 42)")
+    train.add_argument("--limit", type=int, default=S, help="use the first N training examples (default: all)")
+    train.add_argument("--eval-limit", type=int, default=S, help="score the first N eval examples (default: all)")
+    train.add_argument("--warmup-fraction", type=float, default=S, help="warm-up share of the steps (default 0.1)")
+    train.add_argument("--weight-decay", type=float, default=S, help="AdamW weight decay (default 0.01)")
+    train.add_argument("--schedule", choices=["linear", "slanted_triangular", "constant"], default=S,
+                       help="lr after warm-up: linear decay to 0 (BERT), ULMFiT's slanted triangular "
+                            "(cut_frac = warm-up fraction, ratio 32), or constant")
+    train.add_argument("--patience", type=int, default=S,
+                       help="stop after N epochs without improvement on the eval metric (default 0: never)")
+    train.add_argument("--device", default=S, help="auto, cpu or cuda (default auto)")
+    toolbox = ft.add_argument_group("ULMFiT toolbox")
+    toolbox.add_argument("--discriminative-decay", type=float, default=S,
+                         help="divide each lower layer group's lr by this (ULMFiT: 2.6; default 0: off)")
+    toolbox.add_argument("--gradual-unfreezing", action=argparse.BooleanOptionalAction, default=S,
+                         help="train the top layer group only, then one more group per epoch")
+    toolbox.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=S,
+                         help="train the task head only (a linear probe on frozen features)")
+    _task_options(ft)
+    ft.set_defaults(func=run_finetune)
+
+    ev = subparsers.add_parser(
+        "evaluate", help="score a fine-tuned model on a labelled file",
+        description="Print the task metrics of a fine-tuned model on DATA and write metrics.json to --out "
+                    "(default: the model directory); with --out the predictions are written there too.")
+    ev.add_argument("--model", required=True, help="fine-tuned checkpoint directory (e.g. OUT/model)")
+    ev.add_argument("--task", choices=["classification", "ner", "qa"], help=_TASK_HELP + "; default: the model's")
+    ev.add_argument("--data", required=True, help="labelled file in the task's format")
+    ev.add_argument("--out", help="directory for metrics.json and the predictions")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--limit", type=int, default=0, help="score the first N examples (default: all)")
+    ev.add_argument("--device", default="auto")
+    _task_options(ev, default=None)
+    ev.set_defaults(func=run_evaluate)
+
+    pr = subparsers.add_parser(
+        "predict", help="label raw input with a fine-tuned model",
+        description="classification: one text per line (or 'text<TAB>pair' with --pair) -> 'label<TAB>probability'; "
+                    "ner: one sentence per line (words split on spaces) -> 'word/TAG ...'; "
+                    "qa: SQuAD-format JSON (answers optional) -> 'id<TAB>answer'.")
+    pr.add_argument("--model", required=True, help="fine-tuned checkpoint directory (e.g. OUT/model)")
+    pr.add_argument("--task", choices=["classification", "ner", "qa"], help=_TASK_HELP + "; default: the model's")
+    pr.add_argument("--input", required=True, help="input file")
+    pr.add_argument("--pair", action="store_true", help="classification: lines are 'text<TAB>second text'")
+    pr.add_argument("--out", help="write the lines to this file instead of standard output")
+    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--device", default="auto")
+    _task_options(pr, default=None)
+    pr.set_defaults(func=run_predict)
+
+
+def finetune_config(args: argparse.Namespace):
+    """The recipe's settings (if any) with the given flags on top, validated."""
+    from lmforge.finetune import FinetuneConfig
+    from lmforge.recipes import build_dataclass, read_yaml
+
+    settings = read_yaml(args.recipe) if args.recipe else {}
+    flags = {k: v for k, v in vars(args).items() if k not in ("recipe", "func", "command")}
+    return build_dataclass(FinetuneConfig, {**settings, **flags})
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from lmforge.finetune import run_finetune as finetune
+
+    finetune(finetune_config(args))
+    return 0
+
+
+def _options(args: argparse.Namespace):
+    from lmforge.finetune import TaskOptions
+
+    names = ("max_length", "text_column", "pair_column", "label_column", "doc_stride", "max_query_length",
+             "max_answer_length")
+    return TaskOptions(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from lmforge.finetune import evaluate_model
+
+    result = evaluate_model(args.model, args.task, args.data, args.out, _options(args), args.batch_size,
+                            args.device, args.limit)
+    for key, value in result.items():
+        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from lmforge.finetune import predict_file
+
+    if args.pair and args.task not in (None, "classification"):
+        raise UserError("--pair is for classification inputs")
+    lines = predict_file(args.model, args.task, args.input, args.pair, _options(args), args.batch_size, args.device)
+    text = "".join(line + "\n" for line in lines)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    return 0
