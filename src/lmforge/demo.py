@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/demo", help="run directory (replaced if it holds an earlier demo)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    parser.add_argument("--corpus", default=str(REPO / "data" / "brown" / "brown.jsonl.xz"),
+                        help="raw text to pretrain on (default: the bundled Brown corpus)")
     args = parser.parse_args(argv)
 
     import torch
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {out} exists and is not an earlier demo run; choose another --out", file=sys.stderr)
             return 2
         shutil.rmtree(out)
-    overrides = [f"data.corpus=[{REPO / 'data' / 'brown' / 'brown.jsonl.xz'}]"]
+    overrides = [f"data.corpus=[{args.corpus}]"]
     if args.steps:
         overrides.append(f"train.max_steps={args.steps}")
     started = time.perf_counter()

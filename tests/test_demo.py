@@ -1,0 +1,29 @@
+"""The README's demo command runs end to end (shortened to a few steps here)."""
+
+import json
+
+import transformers
+
+from lmforge.demo import REPO, main
+
+SAMPLE = str(REPO / "data" / "brown" / "brown-sample.jsonl")  # the full corpus takes longer; same code path
+
+
+def test_demo_runs_and_exports_a_loadable_checkpoint(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["--out", str(out), "--steps", "3", "--corpus", SAMPLE]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out masked-LM accuracy" in printed and "fill-mask" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 3 and "eval_mlm_accuracy" in summary["last_eval"]
+    model, info = transformers.BertForPreTraining.from_pretrained(out / "model-hf", output_loading_info=True)
+    assert not any(info.values())
+    # Running it again replaces the earlier demo run rather than refusing.
+    assert main(["--out", str(out), "--steps", "1", "--corpus", SAMPLE]) == 0
+
+
+def test_demo_refuses_a_foreign_directory(tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert main(["--out", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
