@@ -11,7 +11,7 @@ SAMPLE = str(REPO / "data" / "brown" / "brown-sample.jsonl")  # the full corpus 
 
 def test_demo_runs_and_exports_a_loadable_checkpoint(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["--out", str(out), "--steps", "3", "--corpus", SAMPLE]) == 0
+    assert main(["--out", str(out), "--steps", "3", "--corpus", SAMPLE, "--set", "train.eval_batches=1"]) == 0
     printed = capsys.readouterr().out
     assert "held-out masked-LM accuracy" in printed and "fill-mask" in printed
     summary = json.loads((out / "summary.json").read_text())
@@ -19,7 +19,7 @@ def test_demo_runs_and_exports_a_loadable_checkpoint(tmp_path, capsys):
     model, info = transformers.BertForPreTraining.from_pretrained(out / "model-hf", output_loading_info=True)
     assert not any(info.values())
     # Running it again replaces the earlier demo run rather than refusing.
-    assert main(["--out", str(out), "--steps", "1", "--corpus", SAMPLE]) == 0
+    assert main(["--out", str(out), "--steps", "1", "--corpus", SAMPLE, "--set", "train.eval_batches=1"]) == 0
 
 
 def test_demo_refuses_a_foreign_directory(tmp_path, capsys):

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     parser.add_argument("--corpus", default=str(REPO / "data" / "brown" / "brown.jsonl.xz"),
                         help="raw text to pretrain on (default: the bundled Brown corpus)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of recipes/pretrain/bert-mini.yaml (repeatable)")
     args = parser.parse_args(argv)
 
     import torch
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [f"data.corpus=[{args.corpus}]"]
     if args.steps:
         overrides.append(f"train.max_steps={args.steps}")
+    overrides += args.overrides
     started = time.perf_counter()
     try:
         recipe = load_recipe(RECIPE, overrides)
