@@ -185,10 +185,30 @@ def test_pytorch_bin_and_legacy_names(tmp_path):
         assert (ours(ids, mask, types).mlm_logits - ref).abs().max() <= TOL
 
 
-def test_new_head_from_pretrained_backbone(pretraining_pair):
+@pytest.mark.parametrize("fmt", ["hf", "lmforge"])
+@pytest.mark.parametrize("task", ["sequence_classification", "token_classification", "question_answering", "backbone",
+                                  "masked_lm"])
+def test_new_head_from_pretrained_backbone(pretraining_pair, tmp_path, fmt, task):
     _, ours, directory = pretraining_pair
-    classifier = lmforge.load_model(directory, task="sequence_classification")
-    assert torch.equal(classifier.backbone.embeddings.word.weight, ours.backbone.embeddings.word.weight)
+    if fmt == "lmforge":
+        directory = lmforge.save(ours, tmp_path / "native")
+    model = lmforge.load_model(directory, task=task, labels=["x", "y", "z"])
+    backbone = model if task == "backbone" else model.backbone
+    for name, tensor in ours.backbone.state_dict().items():
+        if name in backbone.state_dict():
+            assert torch.equal(backbone.state_dict()[name], tensor), name
+    assert (backbone.pooler is not None) == (task in ("sequence_classification", "backbone"))
+
+
+@pytest.mark.parametrize("fmt", ["hf", "lmforge"])
+def test_classifier_with_other_labels_gets_a_new_head(tmp_path, fmt):
+    model = lmforge.build("bert-test", task="sequence_classification", labels=("a", "b"), seed=1)
+    directory = lmforge.save(model, tmp_path / "clf", format=fmt)
+    again = lmforge.load_model(directory)
+    assert again.config.labels == ("a", "b") and torch.equal(again.classifier.classifier.weight, model.classifier.classifier.weight)
+    wider = lmforge.load_model(directory, labels=["a", "b", "c"])
+    assert wider.classifier.classifier.weight.shape[0] == 3
+    assert torch.equal(wider.backbone.embeddings.word.weight, model.backbone.embeddings.word.weight)
 
 
 PRESET_COUNTS = {

@@ -58,7 +58,8 @@ def word_tokenizer(directory: Path) -> Tokenizer:
     WordPiece vocabularies may break ties differently from run to run)."""
     words = {w for text in sample_texts() for w in re.findall(r"\w+|[^\w\s]", text.lower())}
     chars = sorted({c for w in words for c in w})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words - set(chars)), *chars, *("##" + c for c in chars)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words - set(chars)), *chars,
+             *("##" + c for c in chars)]
     directory.mkdir(parents=True)
     (directory / "vocab.txt").write_text("".join(token + "\n" for token in vocab))
     return Tokenizer.from_dir(directory)

@@ -42,7 +42,8 @@ def checkpoint(root) -> Path:
     texts += [e.question + " " + e.context for path in SQUAD for e in read_squad(path)]
     words = {w for text in texts for w in re.findall(r"\w+|[^\w\s]", text.lower())}
     chars = sorted({c for w in words for c in w})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words - set(chars)), *chars, *("##" + c for c in chars)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words - set(chars)), *chars,
+             *("##" + c for c in chars)]
     (root / "vocab").mkdir()
     (root / "vocab/vocab.txt").write_text("".join(token + "\n" for token in vocab))
     tokenizer = Tokenizer.from_dir(root / "vocab")
@@ -214,3 +215,21 @@ def test_help(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "--model" in capsys.readouterr().out
+
+
+def test_bundled_recipes_validate_and_the_tiny_one_runs(checkpoint, tmp_path, monkeypatch):
+    from lmforge.finetune import FinetuneConfig
+    from lmforge.recipes import build_dataclass, read_yaml
+
+    recipes = sorted((DATA.parent / "recipes/finetune").glob("*.yaml"))
+    assert {r.stem for r in recipes} >= {"sst2", "mrpc", "rte", "conll2003", "squad", "sst2-ulmfit", "tiny"}
+    tasks = {r.stem: build_dataclass(FinetuneConfig, read_yaml(r)).task for r in recipes}
+    assert (tasks["conll2003"], tasks["squad"], tasks["mrpc"]) == ("ner", "qa", "classification")
+    ulmfit = build_dataclass(FinetuneConfig, read_yaml(DATA.parent / "recipes/finetune/sst2-ulmfit.yaml"))
+    assert ulmfit.discriminative_decay == 2.6 and ulmfit.schedule == "slanted_triangular"
+    assert ulmfit.gradual_unfreezing
+    monkeypatch.chdir(DATA.parent)  # the tiny recipe names the bundled sample by relative path
+    out = tmp_path / "tiny"
+    assert main(["finetune", "--recipe", "recipes/finetune/tiny.yaml", "--model", str(checkpoint), "--out", str(out),
+                 "--epochs", "1", "--device", "cpu"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["eval_examples"] == 12

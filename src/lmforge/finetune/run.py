@@ -302,7 +302,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     ctx = distributed.setup(cfg.device)
     if ctx.world_size > 1:
         raise UserError("fine-tuning runs in one process; start it without torchrun")
-    batch_size = min(cfg.batch_size, len(train_features))
+    batch_size = min(cfg.batch_size, len(train_features))  # a tiny training set: one batch of all of it
     steps_per_epoch = len(train_features) // batch_size
     total_steps = steps_per_epoch * cfg.epochs
     groups = optimizer_groups(model, cfg)
@@ -313,6 +313,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         unfreezer = GradualUnfreezer(model.layer_groups())
         unfreezer.start()
         on_epoch = unfreezer.on_epoch
+    # The loop's own warm-up/schedule fields stay unused: lr_multiplier below replaces them.
     train_config = TrainConfig(
         max_steps=total_steps, batch_size=batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
         eval_every=steps_per_epoch, log_every=max(1, total_steps // 1000), seed=cfg.seed, unpad=True,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import UserError
-from lmforge.tasks import IGNORE_INDEX
+from lmforge.tasks import IGNORE_INDEX, collate
 from lmforge.tasks.classification import LabelMap, encode_classification
 from lmforge.tasks.metrics import accuracy, entity_scores, f1_binary, f1_macro, matthews_corrcoef, squad_scores
 from lmforge.tasks.ner import decode_word_tags, encode_ner
@@ -151,7 +152,8 @@ class ClassificationTask(Task):
             if pair:
                 fields = line.split("\t")
                 if len(fields) != 2:
-                    raise UserError(f"{path}:{number}: --pair needs 'text<TAB>second text', found {len(fields)} field(s)")
+                    raise UserError(f"{path}:{number}: --pair needs 'text<TAB>second text', "
+                                    f"found {len(fields)} field(s)")
                 examples.append(ClassificationExample(fields[0], fields[1], placeholder))
             else:
                 examples.append(ClassificationExample(line, None, placeholder))
@@ -212,7 +214,8 @@ class NerTask(Task):
     def check_file(self, path: str | Path) -> Path:
         path = super().check_file(path)
         if _suffix(path) in (".tsv", ".csv", ".jsonl", ".json"):
-            raise UserError(f"{path}: --task ner reads CoNLL column files (word ... tag per line), not '{_suffix(path)}'")
+            raise UserError(f"{path}: --task ner reads CoNLL column files (word ... tag per line), "
+                            f"not '{_suffix(path)}'")
         return path
 
     def read(self, path: str | Path) -> list[TaggedSentence]:
@@ -375,10 +378,6 @@ def batched_outputs(task: Task, model, features: Sequence[dict], pad_id: int, ba
     """Model outputs for every feature (in input order) and the mean loss when the features
     carry targets. Batches are cut from the features sorted by length, longest first, so
     padding stays small and a memory peak shows at once; ``unpad`` skips what is left."""
-    from contextlib import nullcontext
-
-    from lmforge.tasks import collate
-
     order = np.argsort([-len(f["input_ids"]) for f in features], kind="stable")
     rows: Rows = [None] * len(features)
     loss, count = 0.0, 0

@@ -81,11 +81,16 @@ def _hf_name_to_ours(family: Family, name: str, bare_backbone: bool) -> str | No
     return ours
 
 
+def _is_backbone(name: str, bare_backbone: bool) -> bool:
+    return bare_backbone or name.startswith("backbone.")
+
+
 def hf_state_to_model(
     model: nn.Module, family: Family, tensors: dict[str, torch.Tensor], strict_heads: bool = True
 ) -> None:
-    """Copy HF tensors into ``model``. ``strict_heads=False`` lets a new task head start
-    from its initialisation and ignores the checkpoint's other heads (fine-tuning)."""
+    """Copy HF tensors into ``model``. ``strict_heads=False`` loads the backbone strictly but
+    lets heads start from their initialisation: the checkpoint's other heads (or a head of
+    another size, or a pooler the new head does not use) are ignored (fine-tuning)."""
     params = model.state_dict()
     shared = _shared_names(model)
     bare_backbone = model.task == "backbone"
@@ -97,12 +102,11 @@ def hf_state_to_model(
         if hf_name in family.hf_tied_aliases:
             continue  # a tied duplicate (e.g. the MLM decoder bias): its source is loaded
         ours = _hf_name_to_ours(family, hf_name, bare_backbone)
-        if ours is None or ours not in params:
-            is_head = ours is None or not (bare_backbone or ours.startswith("backbone."))
-            if not strict_heads and is_head:
-                continue
-            raise UserError(f"checkpoint weight {hf_name} has no place in a {family.name} {model.task} model")
-        if params[ours].shape != tensor.shape:
+        if ours is None or ours not in params or params[ours].shape != tensor.shape:
+            if not strict_heads and (ours is None or not _is_backbone(ours, bare_backbone) or ours not in params):
+                continue  # another task's head, or the pooler a new head does not use
+            if ours is None or ours not in params:
+                raise UserError(f"checkpoint weight {hf_name} has no place in a {family.name} {model.task} model")
             raise UserError(
                 f"shape mismatch for {hf_name}: checkpoint {tuple(tensor.shape)}, model {tuple(params[ours].shape)}"
             )
@@ -117,7 +121,7 @@ def hf_state_to_model(
             raise UserError(f"checkpoint weight {hf_name} differs from the weight it is tied to")
     missing = [name for name in params if name not in loaded and name not in shared]
     if not strict_heads:
-        missing = [name for name in missing if bare_backbone or name.startswith("backbone.")]
+        missing = [name for name in missing if _is_backbone(name, bare_backbone)]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise UserError(f"checkpoint has no weight for {missing[0]}{more}")
@@ -153,7 +157,8 @@ def load_hf(directory: str | Path, task: str | None = None, changes: dict | None
 
     wanted = task or stored_task
     model = build_model(config, wanted)
-    hf_state_to_model(model, family, tensors, strict_heads=wanted == stored_task)
+    same_head = wanted == stored_task and "labels" not in (changes or {})
+    hf_state_to_model(model, family, tensors, strict_heads=same_head)
     _match_dtype(model, tensors)
     return model
 

@@ -52,9 +52,11 @@ def native_state_to_model(model: nn.Module, tensors: dict[str, torch.Tensor], st
             name = name.removeprefix("backbone.")
         elif name not in params and f"backbone.{name}" in params:
             name = f"backbone.{name}"  # a bare backbone loaded under a task head
+        backbone = bare or name.startswith("backbone.")
+        if not strict_heads and (not backbone or name not in params) and (
+                name not in params or params[name].shape != tensor.shape):
+            continue  # another head, or a pooler the new head does not use
         if name not in params:
-            if not strict_heads and not name.startswith("backbone."):
-                continue
             raise UserError(f"checkpoint weight {name} has no place in a {model.task} model")
         if params[name].shape != tensor.shape:
             raise UserError(f"shape mismatch for {name}: checkpoint {tuple(tensor.shape)}, model {tuple(params[name].shape)}")
@@ -74,5 +76,6 @@ def load_native(directory: str | Path, task: str | None = None, changes: dict | 
     config, stored_task = read_native_manifest(directory)
     config = config.replace(**(changes or {}))
     model = build_model(config, task or stored_task)
-    native_state_to_model(model, load_file(directory / "model.safetensors"), strict_heads=(task or stored_task) == stored_task)
+    same_head = (task or stored_task) == stored_task and "labels" not in (changes or {})
+    native_state_to_model(model, load_file(directory / "model.safetensors"), strict_heads=same_head)
     return model

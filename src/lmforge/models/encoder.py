@@ -18,7 +18,7 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.models.embeddings import Embeddings
 from lmforge.models.heads import LinearClassifier, MaskedLMHead, PairHead, Pooler
-from lmforge.models.layers import TransformerStack, init_weights
+from lmforge.models.layers import Linear, TransformerStack, init_weights
 from lmforge.models.layout import JaggedLayout, PaddedLayout
 
 
@@ -172,7 +172,7 @@ class ForQuestionAnswering(TaskModel):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.span_head = nn.Linear(config.hidden_size, 2)
+        self.span_head = Linear(config.hidden_size, 2)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, unpad: bool = False):
         out = self.backbone(input_ids, attention_mask, token_type_ids, unpad=unpad)

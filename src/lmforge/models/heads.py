@@ -13,17 +13,16 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.models.layers import ACTIVATIONS, make_norm
+from lmforge.models.layers import ACTIVATIONS, Linear, linear, make_norm
 
 
 class Pooler(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, first_token: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.dense(first_token))
@@ -32,7 +31,7 @@ class Pooler(nn.Module):
 class MaskedLMHead(nn.Module):
     def __init__(self, config: ModelConfig, word_embeddings: nn.Embedding) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
         self.activation = ACTIVATIONS[config.activation]
         self.norm = make_norm(config)
         if config.tie_word_embeddings:
@@ -43,7 +42,7 @@ class MaskedLMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., H) -> (..., V)."""
-        return F.linear(self.norm(self.activation(self.dense(hidden))), self.decoder_weight, self.bias)
+        return linear(self.norm(self.activation(self.dense(hidden))), self.decoder_weight, self.bias)
 
 
 class PairHead(nn.Module):
@@ -51,7 +50,7 @@ class PairHead(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.classifier = nn.Linear(config.hidden_size, 2)
+        self.classifier = Linear(config.hidden_size, 2)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.classifier(pooled)
@@ -64,7 +63,7 @@ class LinearClassifier(nn.Module):
         super().__init__()
         rate = config.hidden_dropout if config.classifier_dropout is None else config.classifier_dropout
         self.dropout = nn.Dropout(rate)
-        self.classifier = nn.Linear(config.hidden_size, num_outputs)
+        self.classifier = Linear(config.hidden_size, num_outputs)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden))

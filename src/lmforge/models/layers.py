@@ -15,8 +15,65 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from lmforge.config import ModelConfig
+
+
+def _onednn_linear_op():
+    """oneDNN's matmul-with-bias (the op inductor lowers linears to), or None without oneDNN."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+
+
+_ONEDNN_LINEAR = _onednn_linear_op()
+
+
+class _OneDnnLinear(torch.autograd.Function):
+    """``x @ W.T + b`` with its three GEMMs (forward, input and weight gradients) in oneDNN.
+
+    Eager fp32 ``F.linear`` on CPU calls MKL's sgemm, which on the AMD CPUs we measured runs at
+    less than half of oneDNN's speed (benchmarks/RESULTS.md). Same IEEE fp32 arithmetic, only
+    the summation order differs (~1e-7 relative)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _ONEDNN_LINEAR(grad, weight.t(), None, "none", [], "")  # (N, O) @ (O, I)
+        if ctx.needs_input_grad[1]:
+            grad_weight = _ONEDNN_LINEAR(grad.t(), x.t(), None, "none", [], "")  # (O, N) @ (N, I)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear``, through oneDNN for fp32 on CPU; unchanged elsewhere (GPU, autocast,
+    torch.compile, which picks its own kernels)."""
+    if (_ONEDNN_LINEAR is None or x.device.type != "cpu" or x.dtype != torch.float32
+            or weight.dtype != torch.float32 or x.numel() == 0 or torch.is_autocast_enabled("cpu")
+            or torch.compiler.is_compiling()):
+        return F.linear(x, weight, bias)
+    out = _OneDnnLinear.apply(x.reshape(-1, x.shape[-1]).contiguous(), weight, bias)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters and names) computed by ``linear``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
 
 
 class RMSNorm(nn.Module):
@@ -50,7 +107,11 @@ ACTIVATIONS = {
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention: query/key/value projections, SDPA, output projection."""
+    """Multi-head self-attention: query/key/value projections, SDPA, output projection.
+
+    The three projections keep their own weights (the checkpoints' names) but run as one
+    ``(H, 3H)`` GEMM: one larger matrix product is faster than three, and the layout moves
+    queries, keys and values in one piece."""
 
     def __init__(self, config: ModelConfig, causal: bool) -> None:
         super().__init__()
@@ -58,16 +119,17 @@ class SelfAttention(nn.Module):
         self.num_heads = config.num_heads
         self.causal = causal
         self.dropout_p = config.attention_dropout
-        self.query = nn.Linear(width, width, bias=config.bias)
-        self.key = nn.Linear(width, width, bias=config.bias)
-        self.value = nn.Linear(width, width, bias=config.bias)
-        self.output = nn.Linear(width, width, bias=config.bias)
+        self.query = Linear(width, width, bias=config.bias)
+        self.key = Linear(width, width, bias=config.bias)
+        self.value = Linear(width, width, bias=config.bias)
+        self.output = Linear(width, width, bias=config.bias)
 
     def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
-        context = layout.attend(
-            self.query(x),
-            self.key(x),
-            self.value(x),
+        projections = (self.query, self.key, self.value)
+        weight = torch.cat([p.weight for p in projections])  # (3H, H)
+        bias = torch.cat([p.bias for p in projections]) if self.query.bias is not None else None
+        context = layout.self_attend(
+            linear(x, weight, bias),  # (..., 3H)
             num_heads=self.num_heads,
             causal=self.causal,
             dropout_p=self.dropout_p if self.training else 0.0,
@@ -100,9 +162,9 @@ class FeedForward(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.up = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
+        self.up = Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
         self.activation = ACTIVATIONS[config.activation]
-        self.down = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
+        self.down = Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
 
     def forward(self, x: torch.Tensor, *context) -> torch.Tensor:
         return self.down(self.activation(self.up(x)))

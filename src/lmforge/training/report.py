@@ -19,19 +19,19 @@ def plot_curves(metrics_path: str | Path, out_png: str | Path, title: str = "tra
     if not records:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    steps = [r["step"] for r in records]
-    for key in sorted(k for k in records[0] if k.endswith("loss") and not k.startswith("eval_")):
-        left.plot(steps, [r.get(key) for r in records], label=key)
+    loss_keys = sorted({k for r in records for k in r if k.endswith("loss") and not k.startswith("eval_")})
+    for key in loss_keys:
+        points = [(r["step"], r[key]) for r in records if key in r]
+        left.plot(*zip(*points), label=key)
     left.set_xlabel("step")
-    left.set_ylabel("training loss")
-    left.legend()
+    left.set_ylabel("loss")
     left.grid(alpha=0.3)
     evals = [r for r in records if any(k.startswith("eval_") for k in r)]
     eval_keys = sorted({k for r in evals for k in r if k.startswith("eval_")})
     for key in eval_keys:
         points = [(r["step"], r[key]) for r in evals if key in r]
         style = "-o" if len(points) < 30 else "-"
-        axis = right if ("accuracy" in key or "f1" in key or "exact" in key or "correlation" in key) else left
+        axis = left if key.endswith("loss") else right  # losses beside losses, scores on [0, 1]
         axis.plot(*zip(*points), style, label=key)
     right.set_xlabel("step")
     right.set_ylabel("held-out metric")
