@@ -52,7 +52,12 @@ class _OneDnnLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _ONEDNN_LINEAR(grad, weight.t(), None, "none", [], "")  # (N, O) @ (O, I)
         if ctx.needs_input_grad[1]:
-            grad_weight = _ONEDNN_LINEAR(grad.t(), x.t(), None, "none", [], "")  # (O, N) @ (N, I)
+            # oneDNN copies a transposed first operand to row-major, so transpose the smaller
+            # of grad (N, O) and x (N, I): for the vocabulary projection this halves the time.
+            if weight.shape[0] > weight.shape[1]:
+                grad_weight = _ONEDNN_LINEAR(x.t(), grad.t(), None, "none", [], "").t()  # ((I, N) @ (N, O)).T
+            else:
+                grad_weight = _ONEDNN_LINEAR(grad.t(), x.t(), None, "none", [], "")  # (O, N) @ (N, I)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0)
         return grad_x, grad_weight, grad_bias
@@ -110,8 +115,9 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention: query/key/value projections, SDPA, output projection.
 
     The three projections keep their own weights (the checkpoints' names) but run as one
-    ``(H, 3H)`` GEMM: one larger matrix product is faster than three, and the layout moves
-    queries, keys and values in one piece."""
+    ``(H, 3H)`` GEMM whose output the layout moves in one piece (one scatter to the attention
+    grid instead of three). On CPU this measured neutral (benchmarks/RESULTS.md); it is the
+    usual layout for GPU kernels."""
 
     def __init__(self, config: ModelConfig, causal: bool) -> None:
         super().__init__()

@@ -128,7 +128,9 @@ class Trainer:
             raise UserError(f"the training data has {len(train_data)} examples, fewer than one batch of {config.batch_size}")
         self.model = model.to(ctx.device)
         groups = optimizer_groups or param_groups(model, config.weight_decay)
-        fused = {"fused": True} if ctx.device.type == "cuda" else {}
+        # Fused AdamW on GPU; on CPU the multi-tensor (foreach) form, bit-identical to the
+        # per-parameter loop and 2.4x faster on it (34 -> 14 ms for BERT-Mini; RESULTS.md).
+        fused = {"fused": True} if ctx.device.type == "cuda" else {"foreach": True}
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
                                            eps=config.adam_eps, **fused)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier or warmup_then_decay(config))

@@ -1,0 +1,406 @@
+"""Masked-LM pretraining steps: lmforge against transformers' BertForMaskedLM, in one process.
+
+    python benchmarks/pretrain_step.py --device cpu             # issue 5's CPU target
+    python benchmarks/pretrain_step.py --device cuda            # BERT-base, bf16, seq 128 and 512
+    python benchmarks/pretrain_step.py --device cuda --dry-run  # the GPU path, tiny, on CPU if no GPU
+
+Both sides start from the same weights (lmforge builds the model, transformers loads its HF
+export) and train on the same batches: sequences of uniformly drawn real lengths (a quarter of
+``--seq-len`` to ``--seq-len``) padded to the longest, 15% of real tokens chosen for prediction
+(80/10/10 corrupted), dropout as configured (0.1). One step is forward, backward, gradient
+clipping at 1.0, AdamW and zeroing the gradients, as each side's own training loop does it:
+
+* lmforge: ``MaskedLMObjective`` with ``unpad=True`` (real tokens only, vocabulary head on
+  the chosen positions) and the optimizer ``lmforge.training.loop.Trainer`` builds (AdamW,
+  BERT's no-decay groups, fused kernel on GPU only).
+* transformers: ``BertForMaskedLM(attn_implementation="sdpa")`` on the padded batch with
+  labels -100 off the chosen positions, and the optimizer the transformers ``Trainer`` builds
+  by default with torch >= 2.8 (``adamw_torch_fused``).
+
+Before timing, the first batch's loss is compared in eval mode (no dropout) and fp32: it must
+agree within 1e-4. Then warm-up steps, then ``--repeats`` rounds in which each side runs the
+same ``--steps`` batches, the side going first alternating. Throughput counts real (non-pad)
+tokens only. GPU runs use bf16 autocast on both sides.
+
+Model FLOPs per step (for MFU on GPU), counted on real tokens only, the same for both sides:
+
+    6 * P * N                      P: parameters of the transformer layers (not embeddings,
+                                      not the MLM head); N: real tokens (forward 2, backward 4)
+  + 12 * L * H * sum_i T_i^2       attention scores and weighted values of each sequence of
+                                      real length T_i: forward 4*T*H per token and layer, x3
+  + 6 * (H*H + H*V) * M            MLM head (transform dense and vocabulary projection) on the
+                                      M predicted positions only
+
+MFU = FLOPs / seconds / peak, with the dense bf16 peak of the detected GPU (989 TFLOP/s for
+H100 SXM and H200).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import interleaved, machine, median, offline, peak_flops, print_json, print_table  # noqa: E402
+
+CPU_TARGET = dict(preset="bert-mini", runs=[(128, 32)], repeats=7, warmup=2, steps=1)  # (seq_len, batch)
+GPU_TARGET = dict(preset="bert-base-uncased", runs=[(128, 256), (512, 64)], repeats=5, warmup=3, steps=5)
+DRY_RUN = dict(runs=[(32, 4), (64, 2)], repeats=1, warmup=1, steps=1)
+TINY = dict(num_layers=2, hidden_size=64, num_heads=2, intermediate_size=128, vocab_size=1024)
+MASK_ID, FIRST_WORD_ID = 103, 1000  # BERT's [MASK]; draw words above the special tokens
+
+
+@dataclass
+class Run:
+    seq_len: int
+    batch_size: int
+
+
+def make_batches(count: int, run: Run, vocab_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """Padded MLM batches: [CLS] words [SEP], real lengths uniform in [seq_len/4, seq_len]."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        lengths = torch.randint(max(3, run.seq_len // 4), run.seq_len + 1, (run.batch_size,), generator=g)
+        width = int(lengths.max())
+        positions = torch.arange(width)[None, :]
+        mask = positions < lengths[:, None]
+        ids = torch.randint(FIRST_WORD_ID, vocab_size, (run.batch_size, width), generator=g)
+        ids[:, 0] = 101  # [CLS]
+        ids[positions == (lengths[:, None] - 1)] = 102  # [SEP]
+        ids[~mask] = 0
+        words = mask & (positions > 0) & (positions < lengths[:, None] - 1)
+        chosen = words & (torch.rand(ids.shape, generator=g) < 0.15)
+        chosen[0, 1] = True  # at least one prediction per batch
+        labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+        roll = torch.rand(ids.shape, generator=g)
+        corrupted = torch.where(chosen & (roll < 0.8), torch.full_like(ids, MASK_ID), ids)
+        random_words = torch.randint(FIRST_WORD_ID, vocab_size, ids.shape, generator=g)
+        corrupted = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_words, corrupted)
+        batches.append({"input_ids": corrupted, "token_type_ids": torch.zeros_like(ids),
+                        "attention_mask": mask.long(), "labels": labels})
+    return batches
+
+
+def build_pair(config, device: torch.device, directory: Path):
+    """(lmforge ForMaskedLM, transformers BertForMaskedLM) with identical weights."""
+    import transformers
+
+    import lmforge
+
+    ours = lmforge.build(config, task="masked_lm", seed=0)
+    lmforge.save(ours, directory, format="hf")
+    reference = transformers.BertForMaskedLM.from_pretrained(directory, attn_implementation="sdpa")
+    return ours.to(device), reference.to(device)
+
+
+def lmforge_optimizer(model, device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer lmforge's Trainer builds (training/loop.py), with its default settings."""
+    from lmforge.training.loop import TrainConfig, param_groups
+
+    cfg = TrainConfig()
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                             betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, **fused)
+
+
+def transformers_optimizer(model) -> torch.optim.Optimizer:
+    """transformers' Trainer default (optim="adamw_torch_fused", weight decay off biases and
+    LayerNorm weights, which for BERT is the same split as lmforge's), with lmforge's values."""
+    from lmforge.training.loop import TrainConfig, param_groups
+
+    cfg = TrainConfig()
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                             betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=True)
+
+
+def on(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def model_flops(batch: dict, config, layer_params: int) -> float:
+    """Useful FLOPs of one training step on ``batch`` (see the module docstring)."""
+    lengths = batch["attention_mask"].sum(1).double()
+    predicted = float((batch["labels"] != -100).sum())
+    hidden, vocab = config.hidden_size, config.vocab_size
+    return (6 * layer_params * float(lengths.sum())
+            + 12 * config.num_layers * hidden * float((lengths ** 2).sum())
+            + 6 * (hidden * hidden + hidden * vocab) * predicted)
+
+
+def check_losses(ours, reference, batch: dict) -> tuple[float, float]:
+    """First-batch MLM loss of both models in eval mode and fp32."""
+    from lmforge.pretraining import MaskedLMObjective
+
+    objective = MaskedLMObjective()
+    ours.eval(), reference.eval()
+    with torch.no_grad():
+        ours_loss = objective.loss_sums(ours, batch, unpad=True)["mlm"] / objective.counts(batch)["mlm"]
+        reference_loss = reference(**batch).loss
+    return float(ours_loss), float(reference_loss)
+
+
+def benchmark(run: Run, config, device: torch.device, settings: dict, bf16: bool) -> dict:
+    from lmforge.pretraining import MaskedLMObjective
+
+    pool = settings["warmup"] + settings["repeats"] * settings["steps"]
+    batches = [on(b, device) for b in make_batches(pool, run, config.vocab_size, seed=run.seq_len)]
+    with tempfile.TemporaryDirectory() as directory:
+        ours, reference = build_pair(config, device, Path(directory))
+    ours_loss, reference_loss = check_losses(ours, reference, batches[0])
+    if abs(ours_loss - reference_loss) > 1e-4:
+        raise SystemExit(f"outputs differ: first-batch loss {ours_loss:.6f} (lmforge) vs {reference_loss:.6f}")
+    objective = MaskedLMObjective()
+    optimizers = {"lmforge": lmforge_optimizer(ours, device), "transformers": transformers_optimizer(reference)}
+
+    def ours_step(batch):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = objective.loss_sums(ours, batch, unpad=True)["mlm"] / objective.counts(batch)["mlm"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ours.parameters(), 1.0)
+        optimizers["lmforge"].step()
+        optimizers["lmforge"].zero_grad(set_to_none=True)
+
+    def reference_step(batch):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = reference(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
+        optimizers["transformers"].step()
+        optimizers["transformers"].zero_grad(set_to_none=True)
+
+    ours.train(), reference.train()
+    warmup, steps = settings["warmup"], settings["steps"]
+    for batch in batches[:warmup]:
+        ours_step(batch)
+        reference_step(batch)
+
+    def rounds(step):
+        def one(r: int) -> None:
+            for batch in batches[warmup + r * steps: warmup + (r + 1) * steps]:
+                step(batch)
+        return one
+
+    times = interleaved({"lmforge": rounds(ours_step), "transformers": rounds(reference_step)},
+                        settings["repeats"], device)
+    tokens = [sum(int(b["attention_mask"].sum()) for b in batches[warmup + r * steps: warmup + (r + 1) * steps])
+              for r in range(settings["repeats"])]
+    layer_params = sum(p.numel() for p in ours.backbone.encoder.parameters())
+    flops = [sum(model_flops(b, config, layer_params) for b in batches[warmup + r * steps: warmup + (r + 1) * steps])
+             for r in range(settings["repeats"])]
+    result = {"seq_len": run.seq_len, "batch_size": run.batch_size, "loss_lmforge": ours_loss,
+              "loss_transformers": reference_loss, "repeats": settings["repeats"], "steps_per_repeat": steps}
+    peak = peak_flops(device)
+    for side in times:
+        rates = [n / t for n, t in zip(tokens, times[side])]
+        result[side] = median(rates)
+        result[f"{side}_step_s"] = median([t / steps for t in times[side]])
+        if peak:
+            result[f"{side}_mfu"] = median([f / t / peak for f, t in zip(flops, times[side])])
+    result["ratio"] = result["lmforge"] / result["transformers"]
+    result["paired_ratio"] = median([b / a for a, b in zip(times["lmforge"], times["transformers"])])
+    return result
+
+
+# -- ablation: what each means buys (CPU) ---------------------------------------------------
+# Cumulative: each row adds one means to the row above; the last is lmforge as it ships.
+LADDER = [
+    ("padded, MLM head on every position", dict(unpad=False, select=False, onednn=False, fused_qkv=False, lean=False)),
+    ("+ MLM head on the chosen positions only", dict(unpad=False, select=True, onednn=False, fused_qkv=False, lean=False)),
+    ("+ no compute on padding (unpad, grid attention)", dict(unpad=True, select=True, onednn=False, fused_qkv=False, lean=False)),
+    ("+ oneDNN GEMMs for fp32 linears", dict(unpad=True, select=True, onednn=True, fused_qkv=False, lean=False)),
+    ("+ one fused Q/K/V projection", dict(unpad=True, select=True, onednn=True, fused_qkv=True, lean=False)),
+    ("+ leaner dropout attention (= lmforge)", dict(unpad=True, select=True, onednn=True, fused_qkv=True, lean=True)),
+]
+ALTERNATIVES = [  # lmforge with one choice swapped
+    ("lmforge, nested-jagged SDPA instead of the grid", dict(kernel="nested")),
+    ("lmforge, AdamW foreach=True (bit-identical)", dict(optimizer={"foreach": True})),
+    ("lmforge, AdamW fused=True", dict(optimizer={"fused": True})),
+]
+SHIPPED = dict(unpad=True, select=True, onednn=True, fused_qkv=True, lean=True, kernel=None, optimizer={})
+
+
+def _separate_qkv(self, x, layout):
+    """SelfAttention.forward before the fusion: three projections, three scatters."""
+    return self.output(layout.attend(self.query(x), self.key(x), self.value(x), num_heads=self.num_heads,
+                                     causal=self.causal, dropout_p=self.dropout_p if self.training else 0.0))
+
+
+def _sdpa_math(q, k, v, mask, *, causal, dropout_p, scale=None):
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                                            is_causal=causal, scale=scale)
+
+
+class _Switches:
+    """Turns lmforge's CPU means off and on by swapping module attributes (restored on exit)."""
+
+    def __init__(self, onednn: bool, fused_qkv: bool, lean: bool, kernel: str | None, **_) -> None:
+        from lmforge.models import layers, layout
+
+        self.patches = []
+        if not onednn:
+            self.patches.append((layers, "_ONEDNN_LINEAR", None))
+        if not fused_qkv:
+            self.patches.append((layers.SelfAttention, "forward", _separate_qkv))
+        if not lean:
+            self.patches.append((layout, "_attention_with_dropout", _sdpa_math))
+        if kernel:
+            original = layout.JaggedLayout.from_mask.__func__
+            self.patches.append((layout.JaggedLayout, "from_mask",
+                                 classmethod(lambda cls, mask, kernel_=None: original(cls, mask, kernel))))
+
+    def __enter__(self):
+        self.saved = [(obj, name, obj.__dict__[name] if isinstance(obj, type) else getattr(obj, name))
+                      for obj, name, _ in self.patches]
+        for obj, name, value in self.patches:
+            setattr(obj, name, value)
+
+    def __exit__(self, *exc):
+        for obj, name, value in self.saved:
+            setattr(obj, name, value)
+
+
+def ablation(run: Run, config, settings: dict) -> int:
+    """lmforge with its means switched on one by one, and transformers, interleaved (CPU, fp32)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from lmforge.pretraining import MaskedLMObjective
+
+    device = torch.device("cpu")
+    pool = settings["warmup"] + settings["repeats"]
+    batches = make_batches(pool, run, config.vocab_size, seed=run.seq_len)
+    with tempfile.TemporaryDirectory() as directory:
+        base, reference = build_pair(config, device, Path(directory))
+    objective = MaskedLMObjective()
+    variants = [(name, {**SHIPPED, **switches}) for name, switches in LADDER]
+    variants += [(name, {**SHIPPED, **switches}) for name, switches in ALTERNATIVES]
+    sides, models = {}, {}
+    for name, switches in variants:
+        model = copy.deepcopy(base).train()
+        optimizer = lmforge_optimizer(model, device)
+        if switches["optimizer"]:
+            optimizer = torch.optim.AdamW(optimizer.param_groups, **switches["optimizer"])
+
+        def step(batch, model=model, optimizer=optimizer, switches=switches):
+            with _Switches(**switches):
+                if switches["select"]:
+                    loss = objective.loss_sums(model, batch, switches["unpad"])["mlm"] / objective.counts(batch)["mlm"]
+                else:
+                    logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).mlm_logits
+                    loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten())
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        sides[name], models[name] = step, model
+    reference_optimizer = transformers_optimizer(reference.train())
+
+    def reference_step(batch):
+        reference(**batch).loss.backward()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
+        reference_optimizer.step()
+        reference_optimizer.zero_grad(set_to_none=True)
+    sides["transformers BertForMaskedLM (sdpa, padded)"] = reference_step
+
+    for batch in batches[:settings["warmup"]]:
+        for step in sides.values():
+            step(batch)
+    warmup = settings["warmup"]
+    times = interleaved({name: (lambda r, step=step: step(batches[warmup + r])) for name, step in sides.items()},
+                        settings["repeats"], device)
+    tokens = [int(b["attention_mask"].sum()) for b in batches[warmup:]]
+    rates = {name: median([n / t for n, t in zip(tokens, ts)]) for name, ts in times.items()}
+    reference_rate = rates["transformers BertForMaskedLM (sdpa, padded)"]
+    rows, previous = [], None
+    for i, (name, rate) in enumerate(rates.items()):
+        step_gain = f"{rate / previous:.2f}x" if previous and i < len(LADDER) else ""
+        rows.append([name, rate, median(times[name]), step_gain, f"{rate / reference_rate:.2f}x"])
+        previous = rate
+    print_table(f"Ablation, MLM pretraining step {run.batch_size}x{run.seq_len} (fp32, cpu); repeats "
+                f"{settings['repeats']}; {machine(device)}",
+                ["variant", "real tokens/s", "s/step", "vs row above", "vs transformers"], rows)
+    print_json({"benchmark": "pretrain_step_ablation", "device": "cpu", "machine": machine(device),
+                "repeats": settings["repeats"], "ours": rates[LADDER[-1][0]], "reference": reference_rate,
+                "ratio": rates[LADDER[-1][0]] / reference_rate, "variants": rates})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cpu: bert-mini in fp32 (issue 5's CPU target); cuda: BERT-base in bf16")
+    parser.add_argument("--seq-len", type=int, nargs="+", help="sequence length(s) (default: 128 cpu; 128 512 cuda)")
+    parser.add_argument("--batch-size", type=int, help="sequences per step (default: 32 cpu; 256 at 128, 64 at 512 cuda)")
+    parser.add_argument("--repeats", type=int, help="timed rounds per side (default: 7 cpu, 5 cuda)")
+    parser.add_argument("--steps", type=int, help="optimizer steps per round (default: 1 cpu, 5 cuda)")
+    parser.add_argument("--warmup", type=int, help="untimed steps per side first (default: 2 cpu, 3 cuda)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="tiny model and sizes, one repeat: checks the code path; with --device cuda "
+                             "and no GPU it runs the GPU path (bf16 autocast, fused AdamW) on CPU")
+    parser.add_argument("--ablation", action="store_true",
+                        help="CPU: lmforge with its means switched on one at a time, against transformers")
+    args = parser.parse_args(argv)
+    offline()
+    if args.device == "cpu" or args.dry_run:
+        torch.set_num_threads(args.threads)
+    from lmforge.families import get_preset
+
+    settings = dict(GPU_TARGET if args.device == "cuda" else CPU_TARGET)
+    bf16 = args.device == "cuda"
+    device = torch.device(args.device)
+    if args.dry_run:
+        settings.update(DRY_RUN)
+        if not torch.cuda.is_available():
+            device = torch.device("cpu")
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no GPU here (use --dry-run to check the code path on CPU)")
+    config = get_preset(settings["preset"])
+    if args.dry_run:
+        config = config.replace(**TINY, max_positions=max([64, *(args.seq_len or [])]))
+    for key in ("repeats", "steps", "warmup"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    runs = [Run(s, b) for s, b in settings["runs"]]
+    if args.seq_len:
+        default_batch = {s: b for s, b in settings["runs"]}
+        runs = [Run(s, args.batch_size or default_batch.get(s, runs[0].batch_size)) for s in args.seq_len]
+    elif args.batch_size:
+        runs = [Run(r.seq_len, args.batch_size) for r in runs]
+
+    if args.ablation:
+        if device.type != "cpu":
+            raise SystemExit("--ablation measures the CPU means; use --device cpu")
+        return ablation(runs[0], config, settings)
+    results = [benchmark(run, config, device, settings, bf16) for run in runs]
+    what = (f"{config.num_layers} layers, H {config.hidden_size}, {config.num_heads} heads, "
+            f"I {config.intermediate_size}, V {config.vocab_size}")
+    rows = []
+    for r in results:
+        for side in ("lmforge", "transformers"):
+            rows.append([f"{side} {r['batch_size']}x{r['seq_len']}", r[side], r[f"{side}_step_s"],
+                         f"{100 * r[f'{side}_mfu']:.1f}%" if f"{side}_mfu" in r else "-"])
+        rows.append([f"ratio {r['batch_size']}x{r['seq_len']}", r["ratio"], f"paired {r['paired_ratio']:.2f}", ""])
+    print_table(f"MLM pretraining step ({what}; {'bf16' if bf16 else 'fp32'}; {device.type}); "
+                f"repeats {settings['repeats']} x {settings['steps']} step(s); {machine(device)}",
+                ["side", "real tokens/s", "s/step", "MFU"], rows)
+    for r in results:
+        print(f"first-batch loss (eval, fp32) {r['batch_size']}x{r['seq_len']}: lmforge {r['loss_lmforge']:.6f}, "
+              f"transformers {r['loss_transformers']:.6f}")
+    worst = min(results, key=lambda r: r["ratio"])
+    print_json({"benchmark": "pretrain_step", "device": device.type, "machine": machine(device),
+                "dry_run": args.dry_run, "model": what, "ours": worst["lmforge"], "reference": worst["transformers"],
+                "ratio": worst["ratio"], "repeats": settings["repeats"], "runs": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""Every fast path gives the numbers of the simple padded path: forward outputs, losses and the
+gradients of every parameter (fp32, dropout off, ~1e-5).
+
+Fast paths: ``unpad=True`` (real tokens only, ``JaggedLayout``), the MLM head on the chosen
+positions only (``predict_mask``), oneDNN GEMMs for fp32 linears on CPU (``layers.linear``),
+the fused query/key/value projection, the grid and nested-tensor attention kernels, and the
+dropout attention used in CPU training. The simple path is the padded batch with plain
+``F.linear``; one test also checks the gradients against transformers' own BERT.
+No torch.compile path exists (it was measured slower on CPU, see benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lmforge
+from lmforge.families.bert import bert_config
+from lmforge.models import layers, layout
+from lmforge.models.layout import JaggedLayout, PaddedLayout
+
+TOL = 1e-5
+VOCAB = 97
+CONFIG = bert_config(2, 32, 4, vocab_size=VOCAB, intermediate_size=48, max_positions=16,
+                     hidden_dropout=0.0, attention_dropout=0.0, labels=("a", "b", "c"))
+LENGTHS = [9, 1, 5, 3]  # a full row, a length-1 sequence and two padded ones
+WIDTH = 9
+
+
+@contextlib.contextmanager
+def plain_linear():
+    """The simple path: every linear through ``F.linear``."""
+    saved, layers._ONEDNN_LINEAR = layers._ONEDNN_LINEAR, None
+    try:
+        yield
+    finally:
+        layers._ONEDNN_LINEAR = saved
+
+
+def batch(left: bool = False):
+    """ids, mask, types (B, T) with LENGTHS real tokens, right- (or left-) padded."""
+    g = torch.Generator().manual_seed(7)
+    ids = torch.zeros(len(LENGTHS), WIDTH, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    types = torch.zeros_like(ids)
+    for row, n in enumerate(LENGTHS):
+        span = slice(WIDTH - n, WIDTH) if left else slice(0, n)
+        ids[row, span] = torch.randint(1, VOCAB, (n,), generator=g)
+        mask[row, span] = 1
+        types[row, span] = (torch.arange(n) >= n // 2).long()
+    return ids, mask, types
+
+
+def to_right(left_padded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The rows of a left-padded (B, T, ...) tensor moved to right padding."""
+    out = torch.zeros_like(left_padded)
+    for row, n in enumerate(mask.sum(1).tolist()):
+        out[row, :n] = left_padded[row, left_padded.shape[1] - n:]
+    return out
+
+
+def grads(model) -> dict[str, torch.Tensor]:
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+    assert a.shape == b.shape, what
+    assert (a - b).abs().max() <= TOL, f"{what}: max difference {(a - b).abs().max():.2e}"
+
+
+def assert_same_grads(fast: dict, simple: dict) -> None:
+    assert fast.keys() == simple.keys()
+    for name in simple:
+        assert_close(fast[name], simple[name], f"gradient of {name}")
+
+
+def run(model, fn):
+    """(outputs, gradients) of ``fn(model)`` returning (loss, outputs)."""
+    model.zero_grad(set_to_none=True)
+    loss, outputs = fn(model)
+    loss.backward()
+    return [o.detach() for o in outputs], loss.detach(), grads(model)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {task: lmforge.build(CONFIG, task=task, seed=3).eval()
+            for task in ("pretraining", "sequence_classification", "token_classification", "question_answering")}
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_pretraining_unpad_and_predict_mask(models, left):
+    model = models["pretraining"]
+    ids, mask, types = batch(left)
+    chosen = mask.bool() & (torch.rand(mask.shape, generator=torch.Generator().manual_seed(1)) < 0.5)
+    chosen[1] = mask[1].bool()  # the length-1 sequence is predicted too
+    labels, pair = ids[chosen], torch.tensor([0, 1, 1, 0])
+
+    def fast(m):
+        out = m(ids, mask, types, predict_mask=chosen, unpad=True)
+        loss = F.cross_entropy(out.mlm_logits, labels) + F.cross_entropy(out.pair_logits, pair)
+        return loss, [out.mlm_logits, out.pair_logits, out.encoder.padded()]
+
+    right = [to_right(t, mask) for t in (ids, mask, types, chosen)] if left else [ids, mask, types, chosen]
+
+    def simple(m):
+        out = m(*right[:3])  # padded, logits at every position
+        logits = out.mlm_logits[right[3]]
+        loss = F.cross_entropy(logits, labels) + F.cross_entropy(out.pair_logits, pair)
+        return loss, [logits, out.pair_logits, out.encoder.last_hidden_state * right[1][..., None]]
+
+    fast_out, fast_loss, fast_grads = run(model, fast)
+    with plain_linear():
+        simple_out, simple_loss, simple_grads = run(model, simple)
+    if left:
+        fast_out[2] = to_right(fast_out[2], mask)
+    for a, b, what in zip(fast_out, simple_out, ["MLM logits", "pair logits", "hidden states"]):
+        assert_close(a, b, what)
+    assert_close(fast_loss, simple_loss, "loss")
+    assert len(simple_grads) == sum(1 for p in model.parameters())  # every parameter is checked
+    assert_same_grads(fast_grads, simple_grads)
+
+
+@pytest.mark.parametrize("left", [False, True])
+@pytest.mark.parametrize("task", ["sequence_classification", "token_classification", "question_answering"])
+def test_task_heads_unpad(models, task, left):
+    model = models[task]
+    ids, mask, types = batch(left)
+    right = [to_right(t, mask) for t in (ids, mask, types)] if left else [ids, mask, types]
+    real = right[1].bool()
+    g = torch.Generator().manual_seed(2)
+    token_labels = torch.randint(0, 3, ids.shape, generator=g)
+    starts, ends = torch.tensor([2, 0, 4, 1]), torch.tensor([5, 0, 4, 2])
+
+    def loss_of(outputs):
+        if task == "sequence_classification":
+            return F.cross_entropy(outputs[0], torch.tensor([0, 2, 1, 2]))
+        if task == "token_classification":
+            return F.cross_entropy(outputs[0][real], token_labels[real])
+        return F.cross_entropy(outputs[0], starts) + F.cross_entropy(outputs[1], ends)
+
+    def outputs_of(m, inputs, unpad):
+        out = m(*inputs, unpad=unpad)
+        out = list(out) if isinstance(out, tuple) else [out]
+        if left and unpad and task != "sequence_classification":
+            out = [to_right(o, mask) for o in out]  # compare in the right-padded frame
+            if task == "question_answering":  # where padding cannot be an answer
+                out = [o.masked_fill(~real, torch.finfo(o.dtype).min) for o in out]
+        return out
+
+    def fast(m):
+        out = outputs_of(m, (ids, mask, types), unpad=True)
+        return loss_of(out), out
+
+    def simple(m):
+        out = outputs_of(m, right, unpad=False)
+        return loss_of(out), out
+
+    fast_out, fast_loss, fast_grads = run(model, fast)
+    with plain_linear():
+        simple_out, simple_loss, simple_grads = run(model, simple)
+    for a, b in zip(fast_out, simple_out):
+        if task == "sequence_classification":
+            assert_close(a, b, "logits")
+        else:
+            assert_close(a[real], b[real], "logits at real tokens")
+    assert_close(fast_loss, simple_loss, "loss")
+    assert_same_grads(fast_grads, simple_grads)
+
+
+def test_gradients_match_transformers(tmp_path):
+    """The fused QKV projection and oneDNN backward against transformers' BERT (separate
+    projections, plain linears): every parameter's gradient."""
+    transformers = pytest.importorskip("transformers")
+    model = lmforge.build(CONFIG, task="masked_lm", seed=4).eval()
+    lmforge.save(model, tmp_path, format="hf")
+    reference = transformers.BertForMaskedLM.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    ids, mask, types = batch()
+    labels = torch.where(mask.bool(), ids, torch.full_like(ids, -100))
+    chosen = labels != -100
+    loss = F.cross_entropy(model(ids, mask, types, predict_mask=chosen, unpad=True).mlm_logits, ids[chosen])
+    loss.backward()
+    reference(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels).loss.backward()
+    theirs = dict(reference.named_parameters())
+    names = {"backbone.": "bert.", "embeddings.word.": "embeddings.word_embeddings.",
+             "embeddings.position.": "embeddings.position_embeddings.",
+             "embeddings.token_type.": "embeddings.token_type_embeddings.", "embeddings.norm.": "embeddings.LayerNorm.",
+             "encoder.layers.": "encoder.layer.", "attention.sublayer.query": "attention.self.query",
+             "attention.sublayer.key": "attention.self.key", "attention.sublayer.value": "attention.self.value",
+             "attention.sublayer.output": "attention.output.dense", "attention.norm": "attention.output.LayerNorm",
+             "feed_forward.sublayer.up": "intermediate.dense", "feed_forward.sublayer.down": "output.dense",
+             "feed_forward.norm": "output.LayerNorm", "mlm_head.dense": "cls.predictions.transform.dense",
+             "mlm_head.norm": "cls.predictions.transform.LayerNorm", "mlm_head.bias": "cls.predictions.bias"}
+    checked = 0
+    for name, p in model.named_parameters():
+        hf_name = name
+        for ours, hf in names.items():
+            hf_name = hf_name.replace(ours, hf)
+        assert hf_name in theirs, f"{name} -> {hf_name}"
+        assert_close(p.grad, theirs[hf_name].grad, f"gradient of {name}")
+        checked += 1
+    assert checked == sum(1 for _ in model.parameters())
+
+
+@pytest.mark.skipif(layers._ONEDNN_LINEAR is None, reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("shape", [(37, 16, 48), (37, 48, 16), (5, 3, 7, 11)])  # (..., in, out)
+@pytest.mark.parametrize("bias", [True, False])
+def test_onednn_linear_matches_f_linear(shape, bias):
+    g = torch.Generator().manual_seed(0)
+    *lead, inputs, outputs = shape
+    x = torch.randn(*lead, inputs, generator=g, requires_grad=True)
+    w = torch.randn(outputs, inputs, generator=g, requires_grad=True)
+    b = torch.randn(outputs, generator=g, requires_grad=True) if bias else None
+    params = [x, w] + ([b] if bias else [])
+    y = layers.linear(x, w, b)
+    upstream = torch.randn(y.shape, generator=g)
+    fast = torch.autograd.grad(y, params, upstream)
+    y0 = F.linear(x, w, b)
+    simple = torch.autograd.grad(y0, params, upstream)
+    assert_close(y, y0, "output")
+    for a, c in zip(fast, simple):
+        assert_close(a, c, "gradient")
+    with torch.inference_mode():
+        assert_close(layers.linear(x, w, b), y0.detach(), "inference output")
+
+
+def test_grid_and_nested_attention_agree():
+    """The CPU grid kernel and the nested-jagged kernel (the CUDA choice), forward and backward."""
+    ids, mask, _ = batch(left=True)
+    heads, width = 4, 32
+    grid, nested = JaggedLayout.from_mask(mask, kernel="grid"), JaggedLayout.from_mask(mask, kernel="nested")
+    assert grid.kernel == "grid" and nested.kernel == "nested"
+    g = torch.Generator().manual_seed(5)
+    qkv = torch.randn(grid.num_tokens, 3 * width, generator=g, requires_grad=True)
+    upstream = torch.randn(grid.num_tokens, width, generator=g)
+    outs = []
+    for lay in (grid, nested):
+        out = lay.self_attend(qkv, num_heads=heads, causal=False, dropout_p=0.0)
+        outs.append((out.detach(), torch.autograd.grad(out, qkv, upstream)[0]))
+    assert_close(outs[0][0], outs[1][0], "attention output")
+    assert_close(outs[0][1], outs[1][1], "gradient")
+    # causal (decoder) attention on left-padded rows equals padded attention on right-padded ones
+    right_mask = to_right(mask, mask)
+    padded = PaddedLayout.from_inputs(ids, right_mask)
+    dense = padded.self_attend(to_right(grid.to_padded(qkv.detach()), mask), num_heads=heads, causal=True,
+                               dropout_p=0.0)
+    jagged = grid.self_attend(qkv.detach(), num_heads=heads, causal=True, dropout_p=0.0)
+    real = right_mask.bool()
+    assert_close(to_right(grid.to_padded(jagged), mask)[real], dense[real], "causal attention")
+
+
+def test_dropout_attention_is_sdpa_math_with_its_mask():
+    """The CPU training attention: softmax(q k^T * scale, masked) * keep / (1 - p) @ v, where
+    keep is the draw it makes, forward and backward; and it drops a fraction p."""
+    g = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(3, 2, 6, 8, generator=g, requires_grad=True) for _ in range(3))
+    key_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    p = 0.3
+    torch.manual_seed(11)
+    out = layout.attention(q, k, v, key_mask, causal=False, dropout_p=p)
+    torch.manual_seed(11)
+    keep = torch.rand(3, 2, 6, 6) >= p  # the same draw
+    scores = (q @ k.transpose(-1, -2)) / 8 ** 0.5
+    scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    expected = (scores.softmax(-1) * keep / (1 - p)) @ v
+    upstream = torch.randn(out.shape, generator=g)
+    assert_close(out, expected, "output")
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), upstream), torch.autograd.grad(expected, (q, k, v), upstream)):
+        assert_close(a, b, "gradient")
+    # rate: 1/(1-p) rescaling keeps the expectation; the dropped share is p
+    torch.manual_seed(12)
+    eye = torch.eye(256).expand(4, 1, 256, 256)
+    probs = layout.attention(torch.zeros(4, 1, 256, 8), torch.zeros(4, 1, 256, 8), eye, None,
+                             causal=False, dropout_p=p)
+    dropped = float((probs == 0).float().mean())
+    assert abs(dropped - p) < 0.005
+    assert abs(float(probs.sum(-1).mean()) - 1.0) < 0.01
