@@ -2,7 +2,7 @@
 
 import pytest
 from tokenizers import Tokenizer as BackendTokenizer
-from tokenizers import models, normalizers, pre_tokenizers, processors
+from wordpiece_helpers import tiny_wordpiece as wordpiece_over
 
 from lmforge.errors import UserError
 from lmforge.tasks import IGNORE_INDEX, collate
@@ -15,13 +15,7 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "john", "lives", "in", "d
 
 
 def tiny_wordpiece() -> BackendTokenizer:
-    backend = BackendTokenizer(models.WordPiece({t: i for i, t in enumerate(VOCAB)}, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    return backend
+    return wordpiece_over(VOCAB)
 
 
 SENTENCE = TaggedSentence(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from tokenizers import Tokenizer as BackendTokenizer
-from tokenizers import models, normalizers, pre_tokenizers, processors
+from wordpiece_helpers import tiny_wordpiece as wordpiece_over
 
 from lmforge.errors import UserError
 from lmforge.tasks.qa import postprocess_qa, prepare_qa_features
@@ -16,13 +16,7 @@ VOCAB += WORDS + ["the", "denver", "broncos", "beat", "carolina", "24", "10", "u
 
 
 def tiny_wordpiece() -> BackendTokenizer:
-    backend = BackendTokenizer(models.WordPiece({t: i for i, t in enumerate(VOCAB)}, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    return backend
+    return wordpiece_over(VOCAB)
 
 
 CONTEXT = " ".join(WORDS[:20])  # 20 one-token words: context token k is "wk"

@@ -35,7 +35,7 @@ from lmforge.tasks.metrics import accuracy, entity_scores, f1_binary, f1_macro, 
 from lmforge.tasks.ner import decode_word_tags, encode_ner
 from lmforge.tasks.qa import postprocess_qa, prepare_qa_features
 from lmforge.tasks.readers import (ClassificationExample, QAExample, TaggedSentence, open_text, read_classification,
-                                   read_conll, read_squad)
+                                   read_conll, read_json, read_squad)
 
 Rows = list[Any]  # one model output per feature (probabilities, token predictions, span logits)
 
@@ -302,11 +302,7 @@ class QaTask(Task):
     def read_inputs(self, path: str | Path, pair: bool) -> list[QAExample]:
         """Prediction input: SQuAD-format JSON whose questions may have no answers."""
         path = self.check_file(path)
-        with open_text(path) as handle:
-            try:
-                document = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}: invalid JSON at line {error.lineno} ({error.msg})") from None
+        document = read_json(path)
         try:
             return [QAExample(str(qa["id"]), qa["question"], paragraph["context"], [])
                     for article in document["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]

@@ -176,27 +176,25 @@ class FeedForward(nn.Module):
         return self.down(self.activation(self.up(x)))
 
 
-class PostNormResidual(nn.Module):
-    """BERT/BART wiring: ``x -> norm(x + dropout(sublayer(x)))``."""
+class _Residual(nn.Module):
+    """A sublayer with its dropout and norm; subclasses say where the norm goes."""
 
     def __init__(self, config: ModelConfig, sublayer: nn.Module) -> None:
         super().__init__()
         self.sublayer = sublayer
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.norm = make_norm(config)
+
+
+class PostNormResidual(_Residual):
+    """BERT/BART wiring: ``x -> norm(x + dropout(sublayer(x)))``."""
 
     def forward(self, x: torch.Tensor, *context) -> torch.Tensor:
         return self.norm(x + self.dropout(self.sublayer(x, *context)))
 
 
-class PreNormResidual(nn.Module):
+class PreNormResidual(_Residual):
     """GPT-2/T5/LLaMA wiring: ``x -> x + dropout(sublayer(norm(x)))``."""
-
-    def __init__(self, config: ModelConfig, sublayer: nn.Module) -> None:
-        super().__init__()
-        self.sublayer = sublayer
-        self.dropout = nn.Dropout(config.hidden_dropout)
-        self.norm = make_norm(config)
 
     def forward(self, x: torch.Tensor, *context) -> torch.Tensor:
         return x + self.dropout(self.sublayer(self.norm(x), *context))

@@ -279,14 +279,19 @@ def read_conll(path: str | Path) -> list[TaggedSentence]:
 # SQuAD
 
 
+def read_json(path: str | Path):
+    """A JSON document (.json, .gz, .xz); invalid JSON is a UserError naming the line."""
+    with open_text(Path(path)) as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}: invalid JSON at line {error.lineno} ({error.msg})") from None
+
+
 def read_squad(path: str | Path) -> list[QAExample]:
     """Read SQuAD v1.1 JSON (``{"data": [{"paragraphs": [{"context", "qas"}]}]}``)."""
     path = Path(path)
-    with open_text(path) as handle:
-        try:
-            document = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}: invalid JSON at line {error.lineno} ({error.msg})") from None
+    document = read_json(path)
     try:
         examples = [
             QAExample(
