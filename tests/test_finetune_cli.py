@@ -14,19 +14,7 @@ from lmforge.cli import main
 from lmforge.tasks.readers import read_classification, read_conll, read_squad
 from lmforge.tokenization import Tokenizer
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-SST2 = (DATA / "glue-sample/sst2-train.tsv", DATA / "glue-sample/sst2-dev.tsv")
-MRPC = (DATA / "glue-sample/mrpc-train.tsv", DATA / "glue-sample/mrpc-dev.tsv")
-CONLL = (DATA / "ner-sample/train.txt", DATA / "ner-sample/dev.txt")
-SQUAD = (DATA / "squad-sample/train.json", DATA / "squad-sample/dev.json")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from finetune_samples import CONLL, DATA, MRPC, SQUAD, SST2, one_thread  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")

@@ -424,36 +424,18 @@ def _pipeline(kind: str, lowercase: bool, model: Any) -> tokenizers.Tokenizer:
 
 
 def _trainer(kind: str, vocab_size: int, min_frequency: int, show_progress: bool) -> Any:
-    specials = list(_SPECIALS[kind])
+    common = dict(vocab_size=vocab_size, show_progress=show_progress, special_tokens=list(_SPECIALS[kind]))
     if kind == "wordpiece":
-        return trainers.WordPieceTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            show_progress=show_progress,
-            special_tokens=specials,
-            limit_alphabet=_LIMIT_ALPHABET,
-            continuing_subword_prefix="##",
-        )
+        return trainers.WordPieceTrainer(min_frequency=min_frequency, limit_alphabet=_LIMIT_ALPHABET,
+                                         continuing_subword_prefix="##", **common)
     if kind == "bpe":
-        return trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            show_progress=show_progress,
-            special_tokens=specials,
-            limit_alphabet=_LIMIT_ALPHABET,
-            continuing_subword_prefix="##",
-        )
+        return trainers.BpeTrainer(min_frequency=min_frequency, limit_alphabet=_LIMIT_ALPHABET,
+                                   continuing_subword_prefix="##", **common)
     if kind == "byte_bpe":
-        return trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            show_progress=show_progress,
-            special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, as GPT-2
-        )
-    return trainers.UnigramTrainer(
-        vocab_size=vocab_size, show_progress=show_progress, special_tokens=specials, unk_token="<unk>"
-    )
+        # all 256 bytes as the initial alphabet, as GPT-2
+        return trainers.BpeTrainer(min_frequency=min_frequency, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                   **common)
+    return trainers.UnigramTrainer(unk_token="<unk>", **common)
 
 
 def _post_processor(kind: str, backend: tokenizers.Tokenizer) -> Any:
