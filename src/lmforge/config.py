@@ -17,7 +17,6 @@ from lmforge.errors import UserError
 Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
 NormPlacement = Literal["post", "pre"]
 NormType = Literal["layernorm", "rmsnorm"]
-PositionScheme = Literal["learned"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,6 @@ class ModelConfig:
     num_heads: int  # every family: attention heads (head dim = H / heads)
     intermediate_size: int  # every family: feed-forward width I (BERT 4H)
     max_positions: int = 512  # BERT/GPT learned absolute positions (table rows)
-    position_scheme: PositionScheme = "learned"  # BERT: learned absolute positions
     type_vocab_size: int = 2  # BERT segment embeddings; 0 means none (GPT, BART)
     activation: Activation = "gelu"  # BERT erf-gelu; GPT-2 tanh-gelu; T5 v1.0 relu; LLaMA silu
     norm_placement: NormPlacement = "post"  # BERT/BART post-norm; GPT-2/T5/LLaMA pre-norm

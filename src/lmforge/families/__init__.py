@@ -22,7 +22,6 @@ class Family:
     weights: WeightMap  # backbone and head names, lmforge <-> HF
     hf_architectures: dict[str, str]  # lmforge task -> HF architecture class name
     hf_backbone_prefix: str  # prefix of backbone weights inside HF task models ("bert.")
-    test_preset: str = ""
     hf_tied_aliases: dict[str, str] = field(default_factory=dict)  # HF name -> the HF name it is tied to
     hf_ignored: tuple[str, ...] = ()  # regexes of HF keys that hold no weights (buffers)
     notes: dict[str, str] = field(default_factory=dict)  # preset -> one-line description

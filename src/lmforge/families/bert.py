@@ -146,7 +146,6 @@ FAMILY = Family(
     weights=WEIGHTS,
     hf_architectures=ARCHITECTURES,
     hf_backbone_prefix="bert.",
-    test_preset="bert-test",
     hf_tied_aliases={"cls.predictions.decoder.bias": "cls.predictions.bias"},
     # Non-persistent buffers that old checkpoints may still carry.
     hf_ignored=(r"(^|\.)embeddings\.position_ids$", r"(^|\.)embeddings\.token_type_ids$"),

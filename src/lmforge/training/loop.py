@@ -176,8 +176,9 @@ class Trainer:
     # -- one optimizer step -----------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
         batches = self._micro_batches(self._global_batch_indices())
-        names = list(self.objective.counts(batches[0]))
-        counts = torch.tensor([[self.objective.counts(b)[n] for n in names] for b in batches], dtype=torch.float64).sum(0)
+        per_batch = [self.objective.counts(b) for b in batches]
+        names = list(per_batch[0])
+        counts = torch.tensor([[c[n] for n in names] for c in per_batch], dtype=torch.float64).sum(0)
         counts = self.ctx.all_reduce_sum(counts).clamp(min=1)
         sums = torch.zeros(len(names), dtype=torch.float64)
         self.wrapped.train()
