@@ -193,7 +193,7 @@ def test_new_head_from_pretrained_backbone(pretraining_pair, tmp_path, fmt, task
     if fmt == "lmforge":
         directory = lmforge.save(ours, tmp_path / "native")
     model = lmforge.load_model(directory, task=task, labels=["x", "y", "z"])
-    backbone = model if task == "backbone" else model.backbone
+    backbone = model.backbone
     for name, tensor in ours.backbone.state_dict().items():
         if name in backbone.state_dict():
             assert torch.equal(backbone.state_dict()[name], tensor), name

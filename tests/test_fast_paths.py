@@ -11,16 +11,16 @@ No torch.compile path exists (it was measured slower on CPU, see benchmarks/RESU
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import lmforge
-from lmforge.families.bert import bert_config
-from lmforge.models import layers, layout
+from lmforge.families.bert import WEIGHTS, bert_config
+from lmforge.models import layout
 from lmforge.models.layout import JaggedLayout, PaddedLayout
+from lmforge.ops import fast_kernels
+from lmforge.ops.onednn_linear import ONEDNN_LINEAR, linear
 
 TOL = 1e-5
 VOCAB = 97
@@ -28,16 +28,6 @@ CONFIG = bert_config(2, 32, 4, vocab_size=VOCAB, intermediate_size=48, max_posit
                      hidden_dropout=0.0, attention_dropout=0.0, labels=("a", "b", "c"))
 LENGTHS = [9, 1, 5, 3]  # a full row, a length-1 sequence and two padded ones
 WIDTH = 9
-
-
-@contextlib.contextmanager
-def plain_linear():
-    """The simple path: every linear through ``F.linear``."""
-    saved, layers._ONEDNN_LINEAR = layers._ONEDNN_LINEAR, None
-    try:
-        yield
-    finally:
-        layers._ONEDNN_LINEAR = saved
 
 
 def batch(left: bool = False):
@@ -113,7 +103,7 @@ def test_pretraining_unpad_and_predict_mask(models, left):
         return loss, [logits, out.pair_logits, out.encoder.last_hidden_state * right[1][..., None]]
 
     fast_out, fast_loss, fast_grads = run(model, fast)
-    with plain_linear():
+    with fast_kernels(False):
         simple_out, simple_loss, simple_grads = run(model, simple)
     if left:
         fast_out[2] = to_right(fast_out[2], mask)
@@ -160,7 +150,7 @@ def test_task_heads_unpad(models, task, left):
         return loss_of(out), out
 
     fast_out, fast_loss, fast_grads = run(model, fast)
-    with plain_linear():
+    with fast_kernels(False):
         simple_out, simple_loss, simple_grads = run(model, simple)
     for a, b in zip(fast_out, simple_out):
         if task == "sequence_classification":
@@ -185,27 +175,17 @@ def test_gradients_match_transformers(tmp_path):
     loss.backward()
     reference(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels).loss.backward()
     theirs = dict(reference.named_parameters())
-    names = {"backbone.": "bert.", "embeddings.word.": "embeddings.word_embeddings.",
-             "embeddings.position.": "embeddings.position_embeddings.",
-             "embeddings.token_type.": "embeddings.token_type_embeddings.", "embeddings.norm.": "embeddings.LayerNorm.",
-             "encoder.layers.": "encoder.layer.", "attention.sublayer.query": "attention.self.query",
-             "attention.sublayer.key": "attention.self.key", "attention.sublayer.value": "attention.self.value",
-             "attention.sublayer.output": "attention.output.dense", "attention.norm": "attention.output.LayerNorm",
-             "feed_forward.sublayer.up": "intermediate.dense", "feed_forward.sublayer.down": "output.dense",
-             "feed_forward.norm": "output.LayerNorm", "mlm_head.dense": "cls.predictions.transform.dense",
-             "mlm_head.norm": "cls.predictions.transform.LayerNorm", "mlm_head.bias": "cls.predictions.bias"}
+    # Our gradients under HF names, through the family's weight map (fused q/k/v split apart).
+    ours = WEIGHTS.export_tensors({name: p.grad for name, p in model.named_parameters()}, CONFIG)
     checked = 0
-    for name, p in model.named_parameters():
-        hf_name = name
-        for ours, hf in names.items():
-            hf_name = hf_name.replace(ours, hf)
-        assert hf_name in theirs, f"{name} -> {hf_name}"
-        assert_close(p.grad, theirs[hf_name].grad, f"gradient of {name}")
+    for hf_name, grad in ours.items():
+        assert hf_name in theirs, hf_name
+        assert_close(grad, theirs[hf_name].grad, f"gradient of {hf_name}")
         checked += 1
-    assert checked == sum(1 for _ in model.parameters())
+    assert checked == sum(1 for _ in reference.parameters())
 
 
-@pytest.mark.skipif(layers._ONEDNN_LINEAR is None, reason="this torch build has no oneDNN")
+@pytest.mark.skipif(ONEDNN_LINEAR is None, reason="this torch build has no oneDNN")
 @pytest.mark.parametrize("shape", [(37, 16, 48), (37, 48, 16), (5, 3, 7, 11)])  # (..., in, out)
 @pytest.mark.parametrize("bias", [True, False])
 def test_onednn_linear_matches_f_linear(shape, bias):
@@ -215,7 +195,7 @@ def test_onednn_linear_matches_f_linear(shape, bias):
     w = torch.randn(outputs, inputs, generator=g, requires_grad=True)
     b = torch.randn(outputs, generator=g, requires_grad=True) if bias else None
     params = [x, w] + ([b] if bias else [])
-    y = layers.linear(x, w, b)
+    y = linear(x, w, b)
     upstream = torch.randn(y.shape, generator=g)
     fast = torch.autograd.grad(y, params, upstream)
     y0 = F.linear(x, w, b)
@@ -224,7 +204,7 @@ def test_onednn_linear_matches_f_linear(shape, bias):
     for a, c in zip(fast, simple):
         assert_close(a, c, "gradient")
     with torch.inference_mode():
-        assert_close(layers.linear(x, w, b), y0.detach(), "inference output")
+        assert_close(linear(x, w, b), y0.detach(), "inference output")
 
 
 def test_grid_and_nested_attention_agree():

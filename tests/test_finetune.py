@@ -243,8 +243,8 @@ def test_initial_model_from_any_head(checkpoint, tmp_path):
     backbone = lmforge.build("bert-test", task="backbone", seed=4, vocab_size=source.config.vocab_size)
     qa = initial_model(backbone, make_task("qa", TaskOptions()), None, seed=1)
     assert qa.task == "question_answering"
-    assert torch.equal(qa.backbone.encoder.layers[0].attention.sublayer.query.weight,
-                       backbone.encoder.layers[0].attention.sublayer.query.weight)
+    assert torch.equal(qa.backbone.encoder.layers[0].attention.sublayer.qkv.weight,
+                       backbone.backbone.encoder.layers[0].attention.sublayer.qkv.weight)
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 from lmforge.families import get_preset
-from lmforge.interop.hf import load_hf, save_hf, task_model_class
+from lmforge.interop.hf import load_hf, save_hf
 from lmforge.interop.native import is_native, load_native, save_native
-from lmforge.models.encoder import build_model
+from lmforge.models.build import build_model, task_model_class
 
 # Files a hub download needs; safetensors preferred, the .bin only as a fallback.
 _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "vocab.txt",

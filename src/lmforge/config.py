@@ -15,8 +15,12 @@ from typing import Any, Literal, get_args, get_type_hints
 from lmforge.errors import UserError
 
 Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
+Architecture = Literal["encoder", "decoder", "encoder_decoder"]
+FeedForwardKind = Literal["plain", "gated"]
 NormPlacement = Literal["post", "pre"]
 NormType = Literal["layernorm", "rmsnorm"]
+Pooling = Literal["first", "last", "eos"]
+PositionScheme = Literal["learned", "rotary", "relative_buckets"]
 
 
 @dataclass(frozen=True)
@@ -24,48 +28,69 @@ class ModelConfig:
     family: str  # which family file translates this config to and from Hugging Face
     vocab_size: int  # every family: rows of the token embedding
     hidden_size: int  # every family: model width H
-    num_layers: int  # every family: transformer blocks per stack
-    num_heads: int  # every family: attention heads (head dim = H / heads)
+    num_layers: int  # every family: transformer blocks per stack (the encoder's, for two stacks)
+    num_heads: int  # every family: query heads
     intermediate_size: int  # every family: feed-forward width I (BERT 4H)
-    max_positions: int = 512  # BERT/GPT learned absolute positions (table rows)
+    architecture: Architecture = "encoder"  # BERT encoder; GPT/LLaMA decoder; BART/T5 encoder_decoder
+    num_decoder_layers: int = 0  # BART/T5 decoder blocks; 0: as many as num_layers
+    num_kv_heads: int = 0  # LLaMA grouped-query attention: key/value heads; 0: num_heads
+    head_dim: int = 0  # T5 d_kv (heads * head_dim may differ from H); 0: hidden_size // num_heads
+    positions: PositionScheme = "learned"  # BERT/GPT/BART learned; LLaMA rotary; T5 relative buckets
+    max_positions: int = 512  # learned positions: real positions per sequence (table rows = this + offset)
+    position_offset: int = 0  # RoBERTa/BART: learned rows 0..1 unused, real tokens start at row 2
+    rope_theta: float = 10000.0  # LLaMA rotary base (rope_theta)
+    relative_buckets: int = 32  # T5 relative_attention_num_buckets
+    relative_max_distance: int = 128  # T5 relative_attention_max_distance
     type_vocab_size: int = 2  # BERT segment embeddings; 0 means none (GPT, BART)
-    activation: Activation = "gelu"  # BERT erf-gelu; GPT-2 tanh-gelu; T5 v1.0 relu; LLaMA silu
+    activation: Activation = "gelu"  # BERT erf-gelu; GPT-2 tanh-gelu; T5 v1.0 relu; LLaMA silu (gated)
+    feed_forward: FeedForwardKind = "plain"  # BERT/GPT-2 up-act-down; LLaMA SwiGLU, T5 v1.1 gated-gelu
     norm_placement: NormPlacement = "post"  # BERT/BART post-norm; GPT-2/T5/LLaMA pre-norm
     norm_type: NormType = "layernorm"  # BERT LayerNorm; T5/LLaMA RMSNorm
     norm_eps: float = 1e-12  # BERT 1e-12; RoBERTa/BART/GPT 1e-5; T5 1e-6
     embedding_norm: bool = True  # BERT/RoBERTa/BART normalise the summed embeddings
+    embedding_scale: bool = False  # BART scale_embedding: token embeddings times sqrt(H)
     final_norm: bool = False  # pre-norm stacks (GPT-2 ln_f, T5, LLaMA) end with a norm
     bias: bool = True  # BERT/GPT linears carry biases; T5/LLaMA have none
-    causal: bool = False  # GPT/LLaMA decoders: causally masked self-attention
-    cross_attention: bool = False  # BART/T5 decoder blocks attend to the encoder output
-    tie_word_embeddings: bool = True  # BERT MLM decoder shares the input embedding matrix
-    pooler: bool = True  # BERT: dense + tanh over the first token ([CLS])
+    scale_attention_scores: bool = True  # scores / sqrt(head_dim); T5 leaves them unscaled
+    tie_word_embeddings: bool = True  # BERT/GPT-2 output projection shares the input embedding
+    output_bias: bool = False  # BART final_logits_bias: a (1, V) buffer added to LM logits
+    pooler: bool = True  # BERT: dense + tanh over the pooled token ([CLS])
+    pooling: Pooling = "first"  # sequence heads read BERT [CLS], GPT-2 last real token, BART final EOS
     hidden_dropout: float = 0.1  # BERT hidden_dropout_prob
     attention_dropout: float = 0.1  # BERT attention_probs_dropout_prob
     classifier_dropout: float | None = None  # BERT classifier_dropout (None: hidden_dropout)
     pad_token_id: int = 0  # BERT [PAD]: its embedding row gets no gradient
+    eos_token_id: int | None = None  # BART </s>: the token "eos" pooling reads
     initializer_range: float = 0.02  # BERT truncated-normal-like init std
     labels: tuple[str, ...] = field(default=())  # fine-tuned heads: label names by id
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads:
+        if not self.head_dim and self.hidden_size % self.num_heads:
             raise UserError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
             )
+        if self.num_heads % (self.num_kv_heads or self.num_heads):
+            raise UserError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+        # Resolve the "same as" defaults once, so every reader sees plain numbers.
+        object.__setattr__(self, "head_dim", self.head_dim or self.hidden_size // self.num_heads)
+        object.__setattr__(self, "num_kv_heads", self.num_kv_heads or self.num_heads)
+        object.__setattr__(self, "num_decoder_layers", self.num_decoder_layers or self.num_layers)
         for name, kind in get_type_hints(ModelConfig).items():
             allowed = get_args(kind)
             if getattr(kind, "__origin__", None) is Literal and getattr(self, name) not in allowed:
                 raise UserError(f"config field {name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
     def num_labels(self) -> int:
         return len(self.labels)
 
     def replace(self, **changes: Any) -> "ModelConfig":
+        # A derived default ("same as num_heads", ...) follows its source when that changes.
+        derived = {"head_dim": self.hidden_size // self.num_heads, "num_kv_heads": self.num_heads,
+                   "num_decoder_layers": self.num_layers}
+        for name, default in derived.items():
+            if name not in changes and getattr(self, name) == default:
+                changes[name] = 0
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

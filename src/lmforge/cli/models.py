@@ -48,11 +48,11 @@ def register(subparsers) -> None:
 def run_presets(args: argparse.Namespace) -> int:
     import torch
 
-    from lmforge.families import _families
-    from lmforge.models.encoder import build_model
+    from lmforge.families import registered_families
+    from lmforge.models.build import build_model
 
     rows = []
-    for family in _families().values():
+    for family in registered_families().values():
         for name, config in family.presets.items():
             with torch.device("meta"):
                 params = sum(p.numel() for p in build_model(config, "pretraining").parameters())

@@ -9,7 +9,7 @@ from typing import Callable
 
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
-from lmforge.interop.weights import WeightMap
+from lmforge.families.weights import WeightMap
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Family:
     hf_backbone_prefix: str  # prefix of backbone weights inside HF task models ("bert.")
     hf_tied_aliases: dict[str, str] = field(default_factory=dict)  # HF name -> the HF name it is tied to
     hf_ignored: tuple[str, ...] = ()  # regexes of HF keys that hold no weights (buffers)
+    hf_pair_head_names: tuple[str, ...] = ()  # HF keys of a sentence-pair head (MLM files may keep it)
     notes: dict[str, str] = field(default_factory=dict)  # preset -> one-line description
 
     def task_for_architecture(self, architecture: str) -> str:
@@ -36,21 +37,21 @@ class Family:
         )
 
 
-def _families() -> dict[str, Family]:
+def registered_families() -> dict[str, Family]:
     from lmforge.families import bert
 
     return {family.name: family for family in (bert.FAMILY,)}
 
 
 def get_family(name: str) -> Family:
-    families = _families()
+    families = registered_families()
     if name not in families:
         raise UserError(f"unknown model family {name!r}; known: {', '.join(sorted(families))}")
     return families[name]
 
 
 def family_for_hf_model_type(model_type: str) -> Family:
-    for family in _families().values():
+    for family in registered_families().values():
         if model_type in family.hf_model_types:
             return family
     raise UserError(f"config.json model_type {model_type!r} is not supported yet")
@@ -58,7 +59,7 @@ def family_for_hf_model_type(model_type: str) -> Family:
 
 def all_presets() -> dict[str, ModelConfig]:
     presets: dict[str, ModelConfig] = {}
-    for family in _families().values():
+    for family in registered_families().values():
         presets.update(family.presets)
     return presets
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 from lmforge.families import Family
-from lmforge.interop.weights import WeightMap
+from lmforge.families.weights import Rule, WeightMap, prefixed, qkv_sizes
 
 
 def bert_config(num_layers: int, hidden_size: int, num_heads: int, vocab_size: int = 30522, **kw) -> ModelConfig:
@@ -68,6 +68,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
         attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
         classifier_dropout=hf.get("classifier_dropout"),
         pad_token_id=hf.get("pad_token_id", 0) or 0,
+        tie_word_embeddings=hf.get("tie_word_embeddings", True),
         initializer_range=hf.get("initializer_range", 0.02),
         labels=labels,
     )
@@ -115,9 +116,8 @@ _BACKBONE = [
     ("embeddings.position", "embeddings.position_embeddings"),
     ("embeddings.token_type", "embeddings.token_type_embeddings"),
     ("embeddings.norm", "embeddings.LayerNorm"),
-    ("encoder.layers.{i}.attention.sublayer.query", "encoder.layer.{i}.attention.self.query"),
-    ("encoder.layers.{i}.attention.sublayer.key", "encoder.layer.{i}.attention.self.key"),
-    ("encoder.layers.{i}.attention.sublayer.value", "encoder.layer.{i}.attention.self.value"),
+    Rule("encoder.layers.{i}.attention.sublayer.qkv",
+         tuple(f"encoder.layer.{{i}}.attention.self.{part}" for part in ("query", "key", "value")), split=qkv_sizes),
     ("encoder.layers.{i}.attention.sublayer.output", "encoder.layer.{i}.attention.output.dense"),
     ("encoder.layers.{i}.attention.norm", "encoder.layer.{i}.attention.output.LayerNorm"),
     ("encoder.layers.{i}.feed_forward.sublayer.up", "encoder.layer.{i}.intermediate.dense"),
@@ -130,12 +130,12 @@ _HEADS = [
     ("mlm_head.norm", "cls.predictions.transform.LayerNorm"),
     ("mlm_head.bias", "cls.predictions.bias"),
     # Tied to the word embeddings; files may still carry it (and decoder.bias, tied to the bias).
-    ("mlm_head.decoder_weight", "cls.predictions.decoder.weight"),
+    ("mlm_head.decoder", "cls.predictions.decoder"),
     ("pair_head.classifier", "cls.seq_relationship"),
     ("classifier.classifier", "classifier"),
     ("span_head", "qa_outputs"),
 ]
-WEIGHTS = WeightMap([(f"backbone.{ours}", f"bert.{theirs}") for ours, theirs in _BACKBONE] + _HEADS)
+WEIGHTS = WeightMap(prefixed(_BACKBONE, "backbone.", "bert.") + _HEADS)
 
 FAMILY = Family(
     name="bert",
@@ -149,6 +149,7 @@ FAMILY = Family(
     hf_tied_aliases={"cls.predictions.decoder.bias": "cls.predictions.bias"},
     # Non-persistent buffers that old checkpoints may still carry.
     hf_ignored=(r"(^|\.)embeddings\.position_ids$", r"(^|\.)embeddings\.token_type_ids$"),
+    hf_pair_head_names=("cls.seq_relationship.weight",),
     notes={
         "bert-test": "tiny model for tests",
         "bert-tiny": "BERT-Tiny, Turc et al. 2019",

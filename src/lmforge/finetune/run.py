@@ -102,14 +102,14 @@ def initial_model(source: nn.Module, task: Task, labels: LabelMap | None, seed: 
     initialised head (BERT's N(0, 0.02)). A pooler that ``source`` lacks (a token tagger's
     backbone used for classification) starts from its initialisation too, as in
     transformers; any other missing or extra backbone weight is an error."""
-    from lmforge.models.encoder import build_model
+    from lmforge.models.build import build_model
 
     label_names = tuple(labels.labels) if labels is not None else ()
     if source.task == task.model_task and tuple(source.config.labels) == label_names:
         return source.float()
     config = source.config.replace(labels=label_names)
     model = build_model(config, task.model_task, seed=seed)
-    backbone = source if source.task == "backbone" else source.backbone
+    backbone = source.backbone
     missing, unexpected = model.backbone.load_state_dict(backbone.state_dict(), strict=False)
     wrong = [name for name in [*missing, *unexpected] if not name.startswith("pooler.")]
     if wrong:

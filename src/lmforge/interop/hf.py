@@ -21,7 +21,8 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 from lmforge.families import Family, family_for_hf_model_type, get_family
-from lmforge.models.encoder import TASK_MODELS
+from lmforge.interop.state import copy_into, unique_state
+from lmforge.models.build import build_model
 
 _LEGACY_NORM_NAMES = {".gamma": ".weight", ".beta": ".bias"}  # TF-era LayerNorm names
 
@@ -55,89 +56,36 @@ def read_hf_tensors(directory: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"{directory} has no model.safetensors or pytorch_model.bin")
 
 
-def _shared_names(model: nn.Module) -> set[str]:
-    """State-dict names that alias an earlier tensor (tied weights): saved once only."""
-    seen: dict[int, str] = {}
-    shared = set()
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        key = id(tensor)
-        if key in seen:
-            shared.add(name)
-        else:
-            seen[key] = name
-    return shared
+def _normalise_names(family: Family, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF names as the family's table spells them: TF-era LayerNorm names renamed, buffers and
+    tied duplicates dropped, and the backbone prefix added to bare-backbone files."""
+    out = {}
+    for name, tensor in tensors.items():
+        if any(re.search(pattern, name) for pattern in family.hf_ignored) or name in family.hf_tied_aliases:
+            continue  # a buffer the model recomputes, or a tied copy whose source is loaded
+        for old, new in _LEGACY_NORM_NAMES.items():
+            if name.endswith(old) and "LayerNorm" in name:
+                name = name[: -len(old)] + new
+        if not family.weights.maps_hf_name(name) and family.weights.maps_hf_name(family.hf_backbone_prefix + name):
+            name = family.hf_backbone_prefix + name  # a bare-backbone file (BertModel)
+        out[name] = tensor
+    return out
 
 
-def _hf_name_to_ours(family: Family, name: str, bare_backbone: bool) -> str | None:
-    """lmforge name of an HF weight; ``bare_backbone``: the model is a Backbone (no prefix)."""
-    for old, new in _LEGACY_NORM_NAMES.items():
-        if name.endswith(old) and "LayerNorm" in name:
-            name = name[: -len(old)] + new
-    ours = family.weights.from_hf(name)
-    if ours is None and not name.startswith(family.hf_backbone_prefix):
-        ours = family.weights.from_hf(family.hf_backbone_prefix + name)  # bare-backbone files
-    if ours is not None and bare_backbone:
-        ours = ours.removeprefix("backbone.")
-    return ours
-
-
-def _is_backbone(name: str, bare_backbone: bool) -> bool:
-    return bare_backbone or name.startswith("backbone.")
-
-
-def hf_state_to_model(
-    model: nn.Module, family: Family, tensors: dict[str, torch.Tensor], strict_heads: bool = True
-) -> None:
-    """Copy HF tensors into ``model``. ``strict_heads=False`` loads the backbone strictly but
-    lets heads start from their initialisation: the checkpoint's other heads (or a head of
-    another size, or a pooler the new head does not use) are ignored (fine-tuning)."""
-    params = model.state_dict()
-    shared = _shared_names(model)
-    bare_backbone = model.task == "backbone"
-    loaded: set[str] = set()
-    tied_checks: list[tuple[str, str, torch.Tensor]] = []
-    for hf_name, tensor in tensors.items():
-        if any(re.search(pattern, hf_name) for pattern in family.hf_ignored):
-            continue
-        if hf_name in family.hf_tied_aliases:
-            continue  # a tied duplicate (e.g. the MLM decoder bias): its source is loaded
-        ours = _hf_name_to_ours(family, hf_name, bare_backbone)
-        if ours is None or ours not in params or params[ours].shape != tensor.shape:
-            if not strict_heads and (ours is None or not _is_backbone(ours, bare_backbone) or ours not in params):
-                continue  # another task's head, or the pooler a new head does not use
-            if ours is None or ours not in params:
-                raise UserError(f"checkpoint weight {hf_name} has no place in a {family.name} {model.task} model")
-            raise UserError(
-                f"shape mismatch for {hf_name}: checkpoint {tuple(tensor.shape)}, model {tuple(params[ours].shape)}"
-            )
-        if ours in shared:
-            tied_checks.append((hf_name, ours, tensor))  # checked once its source is loaded
-        else:
-            with torch.no_grad():
-                params[ours].copy_(tensor)
-        loaded.add(ours)
-    for hf_name, ours, tensor in tied_checks:
-        if not torch.equal(params[ours], tensor.to(params[ours].dtype)):
-            raise UserError(f"checkpoint weight {hf_name} differs from the weight it is tied to")
-    missing = [name for name in params if name not in loaded and name not in shared]
-    if not strict_heads:
-        missing = [name for name in missing if _is_backbone(name, bare_backbone)]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise UserError(f"checkpoint has no weight for {missing[0]}{more}")
+def hf_state_to_model(model: nn.Module, family: Family, tensors: dict[str, torch.Tensor], keep_heads: bool = True,
+                      fresh: tuple[str, ...] = ()) -> None:
+    """Copy HF tensors into ``model`` through the family's weight map (see ``copy_into`` for
+    ``keep_heads`` and ``fresh``)."""
+    ours, sources, unmatched = family.weights.import_tensors(_normalise_names(family, tensors), model.config)
+    if unmatched and keep_heads:
+        raise UserError(f"checkpoint weight {unmatched[0]} has no place in a {family.name} {model.task} model")
+    copy_into(model, ours, keep_heads=keep_heads, fresh=fresh, describe=lambda name: sources.get(name, name))
 
 
 def model_to_hf_state(model: nn.Module, family: Family) -> dict[str, torch.Tensor]:
-    shared = _shared_names(model)
-    task = model.task
-    out = {}
-    for name, tensor in model.state_dict().items():
-        if name in shared:
-            continue
-        hf_name = family.weights.to_hf(name if task != "backbone" else f"backbone.{name}")
-        if task == "backbone":
-            hf_name = hf_name.removeprefix(family.hf_backbone_prefix)
-        out[hf_name] = tensor.detach().contiguous()
+    out = family.weights.export_tensors(unique_state(model), model.config)
+    if model.task == "backbone":  # transformers' bare models (BertModel) have no prefix
+        out = {name.removeprefix(family.hf_backbone_prefix): tensor for name, tensor in out.items()}
     return out
 
 
@@ -149,16 +97,11 @@ def load_hf(directory: str | Path, task: str | None = None, changes: dict | None
     family, config, stored_task = read_hf_config(directory)
     config = config.replace(**(changes or {}))
     tensors = read_hf_tensors(directory)
-    if stored_task == "masked_lm" and any(
-        (family.weights.from_hf(name) or "").startswith("pair_head.") for name in tensors
-    ):
+    if stored_task == "masked_lm" and any(name in tensors for name in family.hf_pair_head_names):
         stored_task = "pretraining"  # published MLM files often still hold the NSP head
-    from lmforge.models.encoder import build_model
-
     wanted = task or stored_task
     model = build_model(config, wanted)
-    same_head = wanted == stored_task and "labels" not in (changes or {})
-    hf_state_to_model(model, family, tensors, strict_heads=same_head)
+    hf_state_to_model(model, family, tensors, keep_heads=wanted == stored_task, fresh=fresh_heads(changes))
     _match_dtype(model, tensors)
     return model
 
@@ -182,7 +125,7 @@ def save_hf(model: nn.Module, directory: str | Path, tokenizer=None) -> Path:
     return directory
 
 
-def task_model_class(task: str) -> type[nn.Module]:
-    if task not in TASK_MODELS:
-        raise UserError(f"unknown task {task!r}; known: {', '.join(sorted(TASK_MODELS))}")
-    return TASK_MODELS[task]
+def fresh_heads(changes: dict | None) -> tuple[str, ...]:
+    """Heads that start from their initialisation whatever the checkpoint holds: a new label
+    set means a new classifier, even with as many labels as the old one."""
+    return ("classifier.",) if "labels" in (changes or {}) else ()

@@ -1,22 +1,30 @@
-"""Input embeddings: token + learned position + segment, then norm and dropout (BERT, §3.2 of
-Devlin et al. 2019; transformers' BertEmbeddings). Token-wise, so it embeds padded ``(B, T)``
-ids and unpadded ``(N,)`` ids alike; the layout supplies the position ids."""
+"""Input embeddings: token (optionally scaled) + learned position + segment, then norm and
+dropout (BERT §3.2, transformers' BertEmbeddings; BART's scaled tokens and
+``layernorm_embedding``; GPT-2 without segments or norm; LLaMA and T5 tokens only, their
+positions entering in attention). Token-wise, so it embeds padded ``(B, T)`` ids and unpadded
+``(N,)`` ids alike; the layout supplies the position ids."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.models.layers import make_norm
+from lmforge.models.positions import LearnedPositions
 
 
 class Embeddings(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, word: nn.Embedding | None = None) -> None:
         super().__init__()
-        # The padding row gets no gradient, as in the reference (padding_idx).
-        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position = nn.Embedding(config.max_positions, config.hidden_size)
+        # The padding row gets no gradient, as in the reference (padding_idx). An
+        # encoder-decoder passes the one table both of its stacks share.
+        self.word = word if word is not None else nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.scale = math.sqrt(config.hidden_size) if config.embedding_scale else None
+        self.position = LearnedPositions(config) if config.positions == "learned" else None
         self.token_type = (
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size else None
         )
@@ -24,7 +32,11 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(self, input_ids, position_ids, token_type_ids=None) -> torch.Tensor:
-        x = self.word(input_ids) + self.position(position_ids)
+        x = self.word(input_ids)
+        if self.scale is not None:
+            x = x * self.scale
+        if self.position is not None:
+            x = x + self.position(position_ids)
         if self.token_type is not None:
             if token_type_ids is None:
                 # Absent segment ids mean segment 0, as in the reference.

@@ -1,11 +1,14 @@
-"""Output heads. Models return hidden states; heads turn them into logits.
+"""Output heads. Backbones return hidden states; heads turn them into logits.
 
-* ``Pooler`` and ``PairHead``: BERT's [CLS] pooler (dense + tanh) and next-sentence head.
+* ``Pooler`` and ``PairHead``: BERT's pooler (dense + tanh over the pooled token) and
+  next-sentence head. Which token is pooled is ``ModelConfig.pooling`` (the layout picks it).
 * ``MaskedLMHead``: BERT's transform (dense, activation, LayerNorm) then the vocabulary
-  projection tied to the input embeddings plus an output bias (transformers'
-  BertLMPredictionHead). It runs on whatever rows it is given, so callers pass only the
-  positions that are predicted: at small model sizes the vocabulary projection is most of the
-  compute.
+  projection (tied to the input embeddings unless ``tie_word_embeddings`` is off) plus an
+  output bias (transformers' BertLMPredictionHead). It runs on whatever rows it is given, so
+  callers pass only the positions that are predicted: at small model sizes the vocabulary
+  projection is most of the compute.
+* ``LMHead``: the bare vocabulary projection of causal and sequence-to-sequence LMs (GPT-2,
+  LLaMA untied, BART with its ``final_logits_bias`` buffer).
 * Fine-tuning heads: sequence classification from the pooled vector, token classification
   and span start/end from every token (BERT paper §4).
 """
@@ -16,7 +19,8 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.models.layers import ACTIVATIONS, Linear, linear, make_norm
+from lmforge.models.layers import ACTIVATIONS, Linear, make_norm
+from lmforge.ops.onednn_linear import linear
 
 
 class Pooler(nn.Module):
@@ -24,8 +28,16 @@ class Pooler(nn.Module):
         super().__init__()
         self.dense = Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, first_token: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(first_token))
+    def forward(self, pooled_token: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(pooled_token))
+
+
+def _vocabulary_projection(config: ModelConfig, word_embeddings: nn.Embedding) -> Linear:
+    """(H -> V) without bias; shares the input embedding matrix when the config ties them."""
+    projection = Linear(config.hidden_size, config.vocab_size, bias=False)
+    if config.tie_word_embeddings:
+        projection.weight = word_embeddings.weight  # one Parameter, saved once
+    return projection
 
 
 class MaskedLMHead(nn.Module):
@@ -34,15 +46,27 @@ class MaskedLMHead(nn.Module):
         self.dense = Linear(config.hidden_size, config.hidden_size)
         self.activation = ACTIVATIONS[config.activation]
         self.norm = make_norm(config)
-        if config.tie_word_embeddings:
-            self.decoder_weight = word_embeddings.weight  # shared Parameter, one tensor
-        else:
-            self.decoder_weight = nn.Parameter(word_embeddings.weight.detach().clone())
+        self.decoder = _vocabulary_projection(config, word_embeddings)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., H) -> (..., V)."""
-        return linear(self.norm(self.activation(self.dense(hidden))), self.decoder_weight, self.bias)
+        return linear(self.norm(self.activation(self.dense(hidden))), self.decoder.weight, self.bias)
+
+
+class LMHead(nn.Module):
+    def __init__(self, config: ModelConfig, word_embeddings: nn.Embedding) -> None:
+        super().__init__()
+        self.decoder = _vocabulary_projection(config, word_embeddings)
+        if config.output_bias:
+            # BART: a persistent buffer (not trained by the reference), saved with the weights.
+            self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
+        else:
+            self.final_logits_bias = None
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.decoder(hidden)
+        return logits if self.final_logits_bias is None else logits + self.final_logits_bias
 
 
 class PairHead(nn.Module):
@@ -57,7 +81,7 @@ class PairHead(nn.Module):
 
 
 class LinearClassifier(nn.Module):
-    """Dropout then one linear layer (BERT's fine-tuning classifiers and span head)."""
+    """Dropout then one linear layer (BERT's fine-tuning classifiers)."""
 
     def __init__(self, config: ModelConfig, num_outputs: int) -> None:
         super().__init__()

@@ -1,81 +1,32 @@
-"""The shared transformer core: attention, feed-forward, residual wiring, blocks and stacks.
+"""The shared transformer layers: linear, norms, activations, attention, feed-forward and the
+residual wiring around them.
 
 Follows "Attention Is All You Need" (Vaswani et al., 2017) as BERT (Devlin et al., 2019) and
 its successors use it; behaviour is chosen only by ``ModelConfig`` fields. Alternatives
-(norm type, activation, norm placement) are small named modules picked from a table, so
-``forward`` methods carry no family-specific branches.
+(norm type, activation, feed-forward kind, norm placement) are small named modules picked from
+a table, so ``forward`` methods carry no family-specific branches.
 
-Every module here is token-wise except ``SelfAttention``/``CrossAttention``, which delegate
-the sequence structure to a layout object (``lmforge.models.layout``): the same layers run on
-padded ``(B, T, H)`` batches and on unpadded ``(N, H)`` token lists.
+Every module here is token-wise except ``Attention``, which delegates the sequence structure to
+a layout object (``lmforge.models.layout``): the same layers run on padded ``(B, T, H)``
+batches and on unpadded ``(N, H)`` token lists.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from lmforge.config import ModelConfig
-
-
-def _onednn_linear_op():
-    """oneDNN's matmul-with-bias (the op inductor lowers linears to), or None without oneDNN."""
-    if not torch.backends.mkldnn.is_available():
-        return None
-    return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-
-
-_ONEDNN_LINEAR = _onednn_linear_op()
-
-
-class _OneDnnLinear(torch.autograd.Function):
-    """``x @ W.T + b`` with its three GEMMs (forward, input and weight gradients) in oneDNN.
-
-    Eager fp32 ``F.linear`` on CPU calls MKL's sgemm, which on the AMD CPUs we measured runs at
-    less than half of oneDNN's speed (benchmarks/RESULTS.md). Same IEEE fp32 arithmetic, only
-    the summation order differs (~1e-7 relative)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        grad = grad.contiguous()
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _ONEDNN_LINEAR(grad, weight.t(), None, "none", [], "")  # (N, O) @ (O, I)
-        if ctx.needs_input_grad[1]:
-            # oneDNN copies a transposed first operand to row-major, so transpose the smaller
-            # of grad (N, O) and x (N, I): for the vocabulary projection this halves the time.
-            if weight.shape[0] > weight.shape[1]:
-                grad_weight = _ONEDNN_LINEAR(x.t(), grad.t(), None, "none", [], "").t()  # ((I, N) @ (N, O)).T
-            else:
-                grad_weight = _ONEDNN_LINEAR(grad.t(), x.t(), None, "none", [], "")  # (O, N) @ (N, I)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad.sum(0)
-        return grad_x, grad_weight, grad_bias
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear``, through oneDNN for fp32 on CPU; unchanged elsewhere (GPU, autocast,
-    torch.compile, which picks its own kernels)."""
-    if (_ONEDNN_LINEAR is None or x.device.type != "cpu" or x.dtype != torch.float32
-            or weight.dtype != torch.float32 or x.numel() == 0 or torch.is_autocast_enabled("cpu")
-            or torch.compiler.is_compiling()):
-        return F.linear(x, weight, bias)
-    out = _OneDnnLinear.apply(x.reshape(-1, x.shape[-1]).contiguous(), weight, bias)
-    return out.view(*x.shape[:-1], weight.shape[0])
+from lmforge.models.kv_cache import LayerCache
+from lmforge.models.positions import apply_rotary
+from lmforge.ops.onednn_linear import linear
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters and names) computed by ``linear``."""
+    """``nn.Linear`` (same parameters and names) computed by ``lmforge.ops.onednn_linear``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
@@ -111,60 +62,74 @@ ACTIVATIONS = {
 }
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention: query/key/value projections, SDPA, output projection.
+@dataclass
+class AttentionInputs:
+    """What the attention of every layer in a stack reads besides its hidden states."""
 
-    The three projections keep their own weights (the checkpoints' names) but run as one
-    ``(H, 3H)`` GEMM whose output the layout moves in one piece (one scatter to the attention
-    grid instead of three). On CPU this measured neutral (benchmarks/RESULTS.md); it is the
-    usual layout for GPU kernels."""
+    layout: object  # PaddedLayout or JaggedLayout of the stack's tokens
+    rotary: tuple[torch.Tensor, torch.Tensor] | None = None  # (cos, sin) per token (LLaMA)
+    position_bias: torch.Tensor | None = None  # additive (1, heads, T, S) score bias (T5)
+    memory: torch.Tensor | None = None  # encoder output that cross-attention reads (BART, T5)
+    memory_layout: object = None
 
-    def __init__(self, config: ModelConfig, causal: bool) -> None:
+
+class Attention(nn.Module):
+    """Multi-head attention with queries, keys and values from one fused projection.
+
+    The projection is one parameter ``qkv`` of shape ((heads + 2 kv_heads) d, H): one GEMM per
+    call and no per-call concatenation; the weight map splits and fuses the checkpoints'
+    separate q/k/v (or GPT-2's fused ``c_attn``). Fewer key/value heads than query heads is
+    grouped-query attention (LLaMA). Self-attention applies rotary positions to q and k before
+    they enter the cache; cross-attention (``cross=True``) takes q from the decoder and k, v
+    from the encoder output, computed once per generation and kept in the cache."""
+
+    def __init__(self, config: ModelConfig, causal: bool, cross: bool = False) -> None:
         super().__init__()
-        width = config.hidden_size
         self.num_heads = config.num_heads
+        self.num_kv_heads = config.num_kv_heads
+        self.head_dim = config.head_dim
         self.causal = causal
+        self.cross = cross
+        self.rotary = config.positions == "rotary" and not cross
         self.dropout_p = config.attention_dropout
-        self.query = Linear(width, width, bias=config.bias)
-        self.key = Linear(width, width, bias=config.bias)
-        self.value = Linear(width, width, bias=config.bias)
-        self.output = Linear(width, width, bias=config.bias)
+        self.scale = self.head_dim ** -0.5 if config.scale_attention_scores else 1.0
+        self.query_width = self.num_heads * self.head_dim
+        self.qkv = Linear(config.hidden_size, self.query_width + 2 * self.num_kv_heads * self.head_dim, bias=config.bias)
+        self.output = Linear(self.query_width, config.hidden_size, bias=config.bias)
 
-    def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
-        projections = (self.query, self.key, self.value)
-        weight = torch.cat([p.weight for p in projections])  # (3H, H)
-        bias = torch.cat([p.bias for p in projections]) if self.query.bias is not None else None
-        context = layout.self_attend(
-            linear(x, weight, bias),  # (..., 3H)
-            num_heads=self.num_heads,
-            causal=self.causal,
-            dropout_p=self.dropout_p if self.training else 0.0,
-        )
-        return self.output(context)
+    def forward(self, x: torch.Tensor, inputs: AttentionInputs, cache: LayerCache | None = None) -> torch.Tensor:
+        options = dict(num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, causal=self.causal,
+                       dropout_p=self.dropout_p if self.training else 0.0, scale=self.scale)
+        if self.cross:
+            return self.output(self._cross_attend(x, inputs, cache, options))
+        qkv = self.qkv(x)  # (..., (heads + 2 kv_heads) d)
+        if not self.rotary and cache is None:  # the layout moves q, k, v in one piece
+            return self.output(inputs.layout.self_attend(qkv, bias=inputs.position_bias, **options))
+        kv_width = self.num_kv_heads * self.head_dim
+        q, k, v = qkv.split([self.query_width, kv_width, kv_width], dim=-1)
+        if self.rotary:
+            cos, sin = inputs.rotary
+            q, k = apply_rotary(q, cos, sin, self.num_heads), apply_rotary(k, cos, sin, self.num_kv_heads)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, past + T, kv_heads d)
+        return self.output(inputs.layout.attend(q, k, v, bias=inputs.position_bias, **options))
 
-
-class CrossAttention(SelfAttention):
-    """Encoder-decoder attention (BART, T5 decoders): queries from the decoder, keys and
-    values from the encoder output ``memory`` laid out as ``memory_layout``."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config, causal=False)
-
-    def forward(self, x: torch.Tensor, layout, memory: torch.Tensor, memory_layout) -> torch.Tensor:
-        context = layout.attend(
-            self.query(x),
-            self.key(memory),
-            self.value(memory),
-            num_heads=self.num_heads,
-            causal=False,
-            dropout_p=self.dropout_p if self.training else 0.0,
-            keys=memory_layout,
-        )
-        return self.output(context)
+    def _cross_attend(self, x, inputs: AttentionInputs, cache: LayerCache | None, options: dict) -> torch.Tensor:
+        weight, bias = self.qkv.weight, self.qkv.bias
+        width = self.query_width
+        q = linear(x, weight[:width], None if bias is None else bias[:width])
+        if cache is not None and cache.keys is not None:
+            k, v = cache.keys, cache.values  # the encoder output does not change while decoding
+        else:
+            kv = linear(inputs.memory, weight[width:], None if bias is None else bias[width:])
+            k, v = kv.chunk(2, dim=-1)
+            if cache is not None:
+                cache.append(k, v)
+        return inputs.layout.attend(q, k, v, keys=inputs.memory_layout, **{**options, "causal": False})
 
 
 class FeedForward(nn.Module):
-    """Position-wise feed-forward: up-projection, activation, down-projection."""
+    """Position-wise feed-forward: up-projection, activation, down-projection (BERT, GPT-2)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -172,8 +137,26 @@ class FeedForward(nn.Module):
         self.activation = ACTIVATIONS[config.activation]
         self.down = Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
 
-    def forward(self, x: torch.Tensor, *context) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *unused) -> torch.Tensor:
         return self.down(self.activation(self.up(x)))
+
+
+class GatedFeedForward(nn.Module):
+    """Gated linear unit feed-forward (Shazeer 2020, "GLU Variants Improve Transformer"):
+    ``down(act(gate x) * up x)``; SwiGLU with silu (LLaMA), GeGLU with tanh-gelu (T5 v1.1)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.gate = Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
+        self.up = Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
+        self.activation = ACTIVATIONS[config.activation]
+        self.down = Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
+
+    def forward(self, x: torch.Tensor, *unused) -> torch.Tensor:
+        return self.down(self.activation(self.gate(x)) * self.up(x))
+
+
+FEED_FORWARDS = {"plain": FeedForward, "gated": GatedFeedForward}
 
 
 class _Residual(nn.Module):
@@ -203,56 +186,6 @@ class PreNormResidual(_Residual):
 RESIDUALS = {"post": PostNormResidual, "pre": PreNormResidual}
 
 
-class TransformerBlock(nn.Module):
-    """One layer: self-attention, optional cross-attention, feed-forward, each in a residual.
-
-    Post-norm (BERT)::
-
-        x ──► attention ──► dropout ──► (+x) ──► norm ──► h ──► FFN ──► dropout ──► (+h) ──► norm
-
-    Pre-norm (GPT-2)::
-
-        x ──► norm ──► attention ──► dropout ──► (+x) ──► h ──► norm ──► FFN ──► dropout ──► (+h)
-    """
-
-    def __init__(self, config: ModelConfig, causal: bool, cross_attention: bool) -> None:
-        super().__init__()
-        residual = RESIDUALS[config.norm_placement]
-        self.attention = residual(config, SelfAttention(config, causal))
-        self.cross_attention = residual(config, CrossAttention(config)) if cross_attention else None
-        self.feed_forward = residual(config, FeedForward(config))
-
-    def forward(self, x: torch.Tensor, layout, memory=None, memory_layout=None) -> torch.Tensor:
-        x = self.attention(x, layout)
-        if self.cross_attention is not None:
-            x = self.cross_attention(x, layout, memory, memory_layout)
-        return self.feed_forward(x)
-
-
-class TransformerStack(nn.Module):
-    """A stack of blocks, with an optional final norm (pre-norm families)."""
-
-    def __init__(self, config: ModelConfig, causal: bool, cross_attention: bool = False) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(
-            TransformerBlock(config, causal, cross_attention) for _ in range(config.num_layers)
-        )
-        self.final_norm = make_norm(config) if config.final_norm else None
-
-    def forward(self, x, layout, memory=None, memory_layout=None, output_hidden_states: bool = False):
-        """Returns the last hidden state and, if asked, the input plus every layer's output."""
-        hidden_states = [x] if output_hidden_states else None
-        for layer in self.layers:
-            x = layer(x, layout, memory, memory_layout)
-            if hidden_states is not None:
-                hidden_states.append(x)
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-            if hidden_states is not None:
-                hidden_states[-1] = x
-        return x, hidden_states
-
-
 def init_weights(module: nn.Module, std: float) -> None:
     """BERT's initialisation (google-research/bert, transformers' _init_weights): N(0, std)
     weights, zero biases, unit norms, zero padding row."""
@@ -269,4 +202,3 @@ def init_weights(module: nn.Module, std: float) -> None:
         nn.init.ones_(module.weight)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
-

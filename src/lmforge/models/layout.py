@@ -10,10 +10,15 @@ where sequences begin and end. A layout object carries that knowledge:
   concatenated, with sequence boundaries ``offsets`` (as flash-attention's varlen ``cu_seqlens``).
   Embeddings, feed-forward, norms and heads see real tokens only.
 
+Layouts also say where each token sits in its sequence (``position_ids``): positions count real
+tokens only, from the sequence's first real token, continuing after ``past_length`` cached
+tokens, so left-padded, right-padded and unpadded batches give every token the same position.
+
 Attention itself is ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels where
 the device has them), except CPU training with attention dropout, which CPU's fused kernel
-lacks: there ``_attention_with_dropout`` computes SDPA's math in fewer passes. For the jagged layout there are two ways to run it, chosen by device
-(measured in benchmarks/RESULTS.md):
+lacks: there ``lmforge.ops.cpu_attention`` computes SDPA's math in fewer passes. For the
+jagged layout there are two ways to run it, chosen by device (measured in
+benchmarks/RESULTS.md):
 
 * ``"grid"`` (CPU): scatter the real rows into a zero-filled ``(B, max_len)`` grid, one dense
   key-masked SDPA call, gather the real rows back. On CPU the attention op is 2.6x faster this
@@ -30,42 +35,38 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from lmforge.ops import cpu_attention
+
 AttentionKernel = Literal["grid", "nested"]
 
 
-def attention(q, k, v, key_mask: torch.Tensor | None, *, causal: bool, dropout_p: float, scale=None):
-    """q: (B, heads, T, d), k/v: (B, heads, S, d); ``key_mask`` (B, S) bool, True where a key
-    may be attended to, or None -> (B, heads, T, d)."""
-    mask = None
-    if key_mask is not None:
-        mask = key_mask[:, None, None, :]  # (B, 1, 1, S)
-        if causal:
-            mask = mask & torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
-            causal = False
-    if dropout_p > 0 and q.device.type == "cpu" and not q.is_nested:
-        return _attention_with_dropout(q, k, v, mask, causal=causal, dropout_p=dropout_p, scale=scale)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal, scale=scale)
+def attention(q, k, v, key_mask: torch.Tensor | None, *, causal: bool, dropout_p: float, scale: float | None = None,
+              bias: torch.Tensor | None = None):
+    """q: (B, heads, T, d), k/v: (B, kv_heads, S, d); ``key_mask`` (B, S) bool, True where a key
+    may be attended to, or None; ``bias`` an additive score bias broadcastable to
+    (B, heads, T, S) (T5's relative positions) -> (B, heads, T, d).
 
-
-def _attention_with_dropout(q, k, v, mask, *, causal: bool, dropout_p: float, scale=None):
-    """SDPA's math (softmax, dropout on the probabilities, weighted values) in fewer passes.
-
-    CPU's fused SDPA kernel has no dropout, so training falls back to SDPA's math path, which
-    spends about twice as many passes over the (B, heads, T, S) scores (scaling, a separate
-    mask add, NaN-safe softmax checks, a Bernoulli tensor, then two multiplies). Here: the
-    scale goes on q (T*d, not T*S, elements), the mask is filled in place, the keep mask comes
-    from one uniform draw, and the 1/(1-p) rescale goes on the (T, d) output."""
+    Causal masking aligns the queries with the END of the keys: with S - T cached keys before
+    them, query i sees keys 0 .. S - T + i (a decode step's one query sees every key)."""
+    if k.shape[1] != q.shape[1]:  # grouped-query attention: each key/value head serves a group
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    length, keys = q.shape[-2], k.shape[-2]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = torch.matmul(q * scale, k.transpose(-1, -2))  # (B, heads, T, S)
-    if causal:
-        mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
-    if mask is not None:
-        # The lowest float rather than -inf: a row with every key masked (only ever padding)
-        # stays finite instead of turning into NaN, and exp(lowest - max) is exactly 0.
-        scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
-    probs = scores.softmax(dim=-1)
-    keep = torch.rand_like(probs) >= dropout_p  # P(keep) = 1 - p, as Bernoulli(1 - p)
-    return torch.matmul(torch.where(keep, probs, 0.0), v) * (1.0 / (1.0 - dropout_p))  # (B, heads, T, d)
+    mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, S)
+    if causal and (mask is not None or bias is not None or length != keys):
+        allowed = torch.ones(length, keys, dtype=torch.bool, device=q.device).tril(keys - length)
+        mask = allowed if mask is None else mask & allowed
+        causal = False
+    if bias is not None:
+        # One additive mask: the bias where attending is allowed, the lowest float elsewhere
+        # (finite, so a row with every key masked - only ever padding - stays NaN-free).
+        mask = bias if mask is None else bias.masked_fill(~mask, torch.finfo(bias.dtype).min)
+    if cpu_attention.usable(q, dropout_p):
+        if causal:
+            mask = torch.ones(length, keys, dtype=torch.bool, device=q.device).tril(keys - length)
+        return cpu_attention.attention_with_dropout(q, k, v, mask, dropout_p=dropout_p, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal, scale=scale)
 
 
 def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -78,41 +79,82 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).flatten(2)
 
 
+def _last_index(flags: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool -> (B,) index of the last True in each row (0 where none)."""
+    return flags.shape[-1] - 1 - flags.flip(-1).int().argmax(-1)
+
+
 @dataclass
 class PaddedLayout:
-    """Batches as ``(B, T, H)``; ``attention_mask`` is ``(B, T)``, 1 for real tokens (or None)."""
+    """Batches as ``(B, T, H)``. ``attention_mask`` covers the ``past_length`` cached keys and
+    the T new tokens, ``(B, past_length + T)``, 1 for real tokens (None: all real)."""
 
     batch_size: int
     seq_len: int
     attention_mask: torch.Tensor | None = None
+    past_length: int = 0
 
     @classmethod
-    def from_inputs(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> "PaddedLayout":
+    def from_inputs(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                    past_length: int = 0) -> "PaddedLayout":
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # no padding: let SDPA take its unmasked (fastest) kernel
-        return cls(input_ids.shape[0], input_ids.shape[1], attention_mask)
+        return cls(input_ids.shape[0], input_ids.shape[1], attention_mask, past_length)
 
     def position_ids(self, device: torch.device) -> torch.Tensor:
-        return torch.arange(self.seq_len, device=device).unsqueeze(0)  # (1, T)
+        """(1, T) or (B, T): each token's index counted from its sequence's first real token, so
+        left padding shifts nothing (left pads get 0; right pads continue the count, as the
+        reference's padded batches do)."""
+        positions = torch.arange(self.past_length, self.past_length + self.seq_len, device=device).unsqueeze(0)
+        if self.attention_mask is None:
+            return positions
+        leading_pads = self.attention_mask.int().argmax(-1).to(device)  # (B,) index of the first real token
+        return (positions - leading_pads[:, None]).clamp(min=0)
 
-    def attend(self, q, k, v, *, num_heads: int, causal: bool, dropout_p: float, keys=None, scale=None):
-        """q: (B, T, H), k/v: (B, S, H) laid out as ``keys`` (default: self) -> (B, T, H)."""
+    def attend(self, q, k, v, *, num_heads: int, num_kv_heads: int | None = None, causal: bool,
+               dropout_p: float, keys=None, scale=None, bias=None):
+        """q: (B, T, heads*d), k/v: (B, S, kv_heads*d) laid out as ``keys`` (default: self, whose
+        mask then covers the cached keys too) -> (B, T, heads*d)."""
         key_mask = (keys or self).attention_mask
-        out = attention(_split_heads(q, num_heads), _split_heads(k, num_heads), _split_heads(v, num_heads),
+        kv_heads = num_kv_heads or num_heads
+        out = attention(_split_heads(q, num_heads), _split_heads(k, kv_heads), _split_heads(v, kv_heads),
                         None if key_mask is None else key_mask.bool(), causal=causal, dropout_p=dropout_p,
-                        scale=scale)
-        return _merge_heads(out).reshape(q.shape)  # (B, T, H)
+                        scale=scale, bias=bias)
+        return _merge_heads(out)  # (B, T, heads*d)
 
-    def self_attend(self, qkv, *, num_heads: int, causal: bool, dropout_p: float, scale=None):
-        """qkv: (B, T, 3H), queries, keys and values side by side -> (B, T, H)."""
-        q, k, v = qkv.chunk(3, dim=-1)
-        return self.attend(q, k, v, num_heads=num_heads, causal=causal, dropout_p=dropout_p, scale=scale)
+    def self_attend(self, qkv, *, num_heads: int, num_kv_heads: int | None = None, causal: bool,
+                    dropout_p: float, scale=None, bias=None):
+        """qkv: (B, T, (heads + 2 kv_heads) d), queries, keys and values side by side."""
+        q, k, v = _split_qkv(qkv, num_heads, num_kv_heads or num_heads)
+        return self.attend(q, k, v, num_heads=num_heads, num_kv_heads=num_kv_heads, causal=causal,
+                           dropout_p=dropout_p, scale=scale, bias=bias)
 
-    def first_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden[:, 0]  # (B, H)
+    def attention_extent(self) -> tuple[int, int, int]:
+        """(query length, key length, past length) of the score matrix attention builds."""
+        return self.seq_len, self.past_length + self.seq_len, self.past_length
+
+    def pool(self, hidden: torch.Tensor, pooling: str, input_ids=None, eos_token_id=None) -> torch.Tensor:
+        """(B, T, H) -> (B, H): the first real token (BERT [CLS]), the last real token (GPT-2)
+        or the final ``eos_token_id`` of each sequence (BART)."""
+        mask = self.attention_mask
+        if pooling == "first":
+            index = torch.zeros(self.batch_size, dtype=torch.long, device=hidden.device) if mask is None \
+                else mask.int().argmax(-1)
+        elif pooling == "last":
+            index = torch.full((self.batch_size,), self.seq_len - 1, device=hidden.device) if mask is None \
+                else _last_index(mask.bool())
+        else:
+            index = _last_index(input_ids == eos_token_id)
+        return hidden[torch.arange(self.batch_size, device=hidden.device), index]
 
     def to_padded(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden
+
+
+def _split_qkv(qkv: torch.Tensor, num_heads: int, num_kv_heads: int):
+    """(..., (heads + 2 kv_heads) d) -> q (..., heads d), k and v (..., kv_heads d), as views."""
+    head_dim = qkv.shape[-1] // (num_heads + 2 * num_kv_heads)
+    return qkv.split([num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim], dim=-1)
 
 
 @dataclass
@@ -163,6 +205,24 @@ class JaggedLayout:
             self._positions = torch.arange(self.num_tokens, device=starts.device) - starts
         return self._positions.to(device)
 
+    def attention_extent(self) -> tuple[int, int, int]:
+        """(query length, key length, past length) of the grid's score matrix."""
+        return self.max_len, self.max_len, 0
+
+    def pool(self, hidden: torch.Tensor, pooling: str, input_ids=None, eos_token_id=None) -> torch.Tensor:
+        """(N, H) -> (B, H); see ``PaddedLayout.pool``. ``input_ids`` are the unpadded (N,) ids."""
+        if pooling == "first":
+            index = self.offsets[:-1]
+        elif pooling == "last":
+            index = self.offsets[1:] - 1
+        else:
+            sequence = torch.repeat_interleave(torch.arange(self.batch_size, device=hidden.device),
+                                               self.offsets.diff(), output_size=self.num_tokens)
+            rows = torch.where(input_ids == eos_token_id, torch.arange(self.num_tokens, device=hidden.device), -1)
+            index = torch.full((self.batch_size,), -1, device=hidden.device).scatter_reduce(
+                0, sequence, rows, reduce="amax").clamp(min=0)
+        return hidden.index_select(0, index)
+
     # -- attention on the (B, max_len) grid -------------------------------------------------
     @property
     def grid_index(self) -> torch.Tensor:
@@ -189,38 +249,40 @@ class JaggedLayout:
         return grid.index_copy(0, self.grid_index, x).view(self.batch_size, self.max_len, -1)
 
     def _from_grid(self, out: torch.Tensor) -> torch.Tensor:
-        """(B, heads, max_len, d) -> (N, H), real rows only."""
+        """(B, heads, max_len, d) -> (N, heads*d), real rows only."""
         return _merge_heads(out).reshape(self.batch_size * self.max_len, -1).index_select(0, self.grid_index)
 
     # -- attention on nested jagged tensors --------------------------------------------------
     def _nested(self, x: torch.Tensor, num_heads: int) -> torch.Tensor:
-        """(N, H) -> nested (B, heads, j, d)."""
+        """(N, heads*d) -> nested (B, heads, j, d)."""
         values = x.unflatten(-1, (num_heads, -1)).contiguous()  # (N, heads, d); SDPA needs it dense
         return torch.nested.nested_tensor_from_jagged(values, self.offsets, max_seqlen=self.max_len).transpose(1, 2)
 
-    def attend(self, q, k, v, *, num_heads: int, causal: bool, dropout_p: float, keys=None, scale=None):
-        """q: (N, H), k/v: (M, H) laid out as ``keys`` (default: self) -> (N, H). Attention
-        stays within each sequence (sequence b of the queries meets sequence b of the keys)."""
+    def attend(self, q, k, v, *, num_heads: int, num_kv_heads: int | None = None, causal: bool,
+               dropout_p: float, keys=None, scale=None, bias=None):
+        """q: (N, heads*d), k/v: (M, kv_heads*d) laid out as ``keys`` (default: self) -> (N, heads*d).
+        Attention stays within each sequence (sequence b of the queries meets sequence b of the
+        keys). The nested kernel takes neither a score bias nor grouped heads: those use the grid."""
         keys = keys or self
-        if self.kernel == "nested":
+        kv_heads = num_kv_heads or num_heads
+        if self.kernel == "nested" and bias is None and kv_heads == num_heads:
             out = attention(self._nested(q, num_heads), keys._nested(k, num_heads), keys._nested(v, num_heads),
                             None, causal=causal, dropout_p=dropout_p, scale=scale)
-            return out.transpose(1, 2).values().flatten(1)  # (N, H)
-        out = attention(_split_heads(self._to_grid(q), num_heads), _split_heads(keys._to_grid(k), num_heads),
-                        _split_heads(keys._to_grid(v), num_heads), keys.grid_mask, causal=causal,
-                        dropout_p=dropout_p, scale=scale)
+            return out.transpose(1, 2).values().flatten(1)  # (N, heads*d)
+        out = attention(_split_heads(self._to_grid(q), num_heads), _split_heads(keys._to_grid(k), kv_heads),
+                        _split_heads(keys._to_grid(v), kv_heads), keys.grid_mask, causal=causal,
+                        dropout_p=dropout_p, scale=scale, bias=bias)
         return self._from_grid(out)
 
-    def self_attend(self, qkv, *, num_heads: int, causal: bool, dropout_p: float, scale=None):
-        """qkv: (N, 3H), queries, keys and values side by side -> (N, H). One scatter moves
-        all three to the grid."""
+    def self_attend(self, qkv, *, num_heads: int, num_kv_heads: int | None = None, causal: bool,
+                    dropout_p: float, scale=None, bias=None):
+        """qkv: (N, (heads + 2 kv_heads) d) -> (N, heads*d). One scatter moves all three to the grid."""
+        kv_heads = num_kv_heads or num_heads
         if self.kernel == "nested":
-            q, k, v = qkv.chunk(3, dim=-1)
-            return self.attend(q, k, v, num_heads=num_heads, causal=causal, dropout_p=dropout_p, scale=scale)
-        grid = self._to_grid(qkv)  # (B, T, 3H)
-        q, k, v = (_split_heads(x, num_heads) for x in grid.chunk(3, dim=-1))
-        out = attention(q, k, v, self.grid_mask, causal=causal, dropout_p=dropout_p, scale=scale)
+            q, k, v = _split_qkv(qkv, num_heads, kv_heads)
+            return self.attend(q, k, v, num_heads=num_heads, num_kv_heads=kv_heads, causal=causal,
+                               dropout_p=dropout_p, scale=scale, bias=bias)
+        q, k, v = _split_qkv(self._to_grid(qkv), num_heads, kv_heads)  # each (B, max_len, .)
+        out = attention(_split_heads(q, num_heads), _split_heads(k, kv_heads), _split_heads(v, kv_heads),
+                        self.grid_mask, causal=causal, dropout_p=dropout_p, scale=scale, bias=bias)
         return self._from_grid(out)
-
-    def first_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden.index_select(0, self.offsets[:-1])  # (B, H)

@@ -1,0 +1,214 @@
+"""Task models (a backbone with heads) and ``build_model``, which makes a randomly initialised
+one for a config and a task (transformers' BertForPreTraining, ...ForSequenceClassification,
+GPT2LMHeadModel, BartForConditionalGeneration play these roles there).
+
+A task model receives its backbone (``lmforge.models.backbones``); heads read its hidden
+states. Every task model keeps the backbone under ``backbone.``, so weight names are
+``backbone.encoder.layers.0...`` whatever the task; the bare backbone is the task "backbone".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lmforge.config import ModelConfig
+from lmforge.errors import UserError
+from lmforge.models.backbones import BackboneOutput, EncoderDecoderOutput, build_backbone
+from lmforge.models.heads import LinearClassifier, LMHead, MaskedLMHead, PairHead
+from lmforge.models.kv_cache import KVCache
+from lmforge.models.layers import Linear, init_weights
+
+
+class TaskModel(nn.Module):
+    """A backbone with heads. Subclasses name their task and define ``forward``."""
+
+    task: str = ""
+    uses_pooler = False  # as the reference, heads that never read the pooler do not build it
+    architectures = ("encoder",)  # the backbones this task's heads can read
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
+        super().__init__()
+        if config.architecture not in self.architectures:
+            raise UserError(f"task {self.task} needs an {' or '.join(self.architectures)} model, "
+                            f"not an {config.architecture}")
+        self.config = config
+        self.backbone = backbone
+
+    def layer_groups(self) -> list[nn.Module]:
+        """Bottom to top (ULMFiT's discriminative learning rates); heads and pooler on top."""
+        heads = [module for name, module in self.named_children() if name != "backbone"]
+        pooler = getattr(self.backbone, "pooler", None)
+        return [*self.backbone.layer_groups(), nn.ModuleList(heads + ([pooler] if pooler is not None else []))]
+
+
+class Backbone(TaskModel):
+    """The bare backbone (feature extraction): its own output, no heads."""
+
+    task = "backbone"
+    uses_pooler = True
+    architectures = ("encoder", "decoder", "encoder_decoder")
+
+    def forward(self, *args, **kwargs) -> BackboneOutput | EncoderDecoderOutput:
+        return self.backbone(*args, **kwargs)
+
+    def layer_groups(self) -> list[nn.Module]:
+        return self.backbone.layer_groups()
+
+
+@dataclass
+class PretrainingOutput:
+    mlm_logits: torch.Tensor  # (B, T, V), or (M, V) over the selected positions only
+    pair_logits: torch.Tensor | None  # (B, 2) next-sentence / sentence-order logits
+    encoder: BackboneOutput
+
+
+class ForPretraining(TaskModel):
+    """Masked-LM head plus the sentence-pair head (BERT's MLM + NSP)."""
+
+    task = "pretraining"
+    has_pair_head = True
+    uses_pooler = True
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
+        super().__init__(config, backbone)
+        self.mlm_head = MaskedLMHead(config, backbone.embeddings.word)
+        self.pair_head = PairHead(config) if self.has_pair_head else None
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, predict_mask: torch.Tensor | None = None,
+                output_hidden_states: bool = False, unpad: bool = False) -> PretrainingOutput:
+        """``predict_mask`` (B, T) bool: run the vocabulary head only where it is True, giving
+        (M, V) logits in row-major order of the True positions. None: logits everywhere."""
+        out = self.backbone(input_ids, attention_mask, token_type_ids, output_hidden_states, unpad)
+        hidden = out.last_hidden_state
+        if predict_mask is not None:
+            selected = out.layout.unpad(predict_mask) if unpad else predict_mask
+            hidden = hidden[selected]  # (M, H)
+        mlm_logits = self.mlm_head(hidden)
+        pair_logits = self.pair_head(out.pooled) if self.pair_head is not None else None
+        return PretrainingOutput(mlm_logits, pair_logits, out)
+
+
+class ForMaskedLM(ForPretraining):
+    """Masked-LM head only (no pooler use, no pair head)."""
+
+    task = "masked_lm"
+    has_pair_head = False
+    uses_pooler = False
+
+
+class ForCausalLM(TaskModel):
+    """Next-token logits from a decoder (GPT, GPT-2, LLaMA); ``cache`` for incremental decoding."""
+
+    task = "causal_lm"
+    architectures = ("decoder",)
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
+        super().__init__(config, backbone)
+        self.lm_head = LMHead(config, backbone.embeddings.word)
+
+    def forward(self, input_ids, attention_mask=None, cache: KVCache | None = None, unpad: bool = False,
+                output_hidden_states: bool = False) -> torch.Tensor:
+        """-> (B, T, V) logits (zeros at padding when unpadded)."""
+        out = self.backbone(input_ids, attention_mask, None, output_hidden_states, unpad, cache)
+        return out.padded(self.lm_head(out.last_hidden_state))
+
+
+class ForSeq2SeqLM(TaskModel):
+    """Decoder-side next-token logits of an encoder-decoder (BART, T5 conditional generation)."""
+
+    task = "seq2seq_lm"
+    architectures = ("encoder_decoder",)
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
+        super().__init__(config, backbone)
+        self.lm_head = LMHead(config, backbone.shared)
+
+    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
+                cache: KVCache | None = None, encoder_output: BackboneOutput | None = None,
+                unpad: bool = False) -> torch.Tensor:
+        """-> (B, T_decoder, V) logits."""
+        out = self.backbone(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+                            unpad=unpad, cache=cache, encoder_output=encoder_output)
+        return out.decoder.padded(self.lm_head(out.last_hidden_state))
+
+
+class ForSequenceClassification(TaskModel):
+    """A classifier on one vector per sequence: BERT's pooler output over [CLS], or the token
+    ``config.pooling`` picks (GPT-2: the last real token) when the backbone has no pooler."""
+
+    task = "sequence_classification"
+    uses_pooler = True
+    architectures = ("encoder", "decoder")
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
+        super().__init__(config, backbone)
+        self.classifier = LinearClassifier(config, max(config.num_labels, 1))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, unpad: bool = False):
+        out = self.backbone(input_ids, attention_mask, token_type_ids, unpad=unpad)
+        pooled = out.pooled if out.pooled is not None else out.pool(self.config.pooling, self.config.eos_token_id)
+        return self.classifier(pooled)  # (B, labels)
+
+
+class ForTokenClassification(TaskModel):
+    """A label per token from its final hidden vector (NER)."""
+
+    task = "token_classification"
+    architectures = ("encoder", "decoder")
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
+        super().__init__(config, backbone)
+        self.classifier = LinearClassifier(config, max(config.num_labels, 1))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, unpad: bool = False):
+        out = self.backbone(input_ids, attention_mask, token_type_ids, unpad=unpad)
+        return out.padded(self.classifier(out.last_hidden_state))  # (B, T, labels)
+
+
+class ForQuestionAnswering(TaskModel):
+    """Span start and end logits per token (BERT on SQuAD). No dropout, as the reference."""
+
+    task = "question_answering"
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
+        super().__init__(config, backbone)
+        self.span_head = Linear(config.hidden_size, 2)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, unpad: bool = False):
+        out = self.backbone(input_ids, attention_mask, token_type_ids, unpad=unpad)
+        logits = out.padded(self.span_head(out.last_hidden_state))  # (B, T, 2)
+        if attention_mask is not None:
+            # Padding can never be an answer; -inf-like fill keeps softmax/argmax honest.
+            logits = logits.masked_fill(~attention_mask.bool()[..., None], torch.finfo(logits.dtype).min)
+        return logits[..., 0], logits[..., 1]
+
+
+TASK_MODELS: dict[str, type[TaskModel]] = {
+    cls.task: cls
+    for cls in (Backbone, ForPretraining, ForMaskedLM, ForCausalLM, ForSeq2SeqLM, ForSequenceClassification,
+                ForTokenClassification, ForQuestionAnswering)
+}
+
+
+def task_model_class(task: str) -> type[TaskModel]:
+    if task not in TASK_MODELS:
+        raise UserError(f"unknown task {task!r}; known: {', '.join(sorted(TASK_MODELS))}")
+    return TASK_MODELS[task]
+
+
+def build_model(config: ModelConfig, task: str = "pretraining", seed: int | None = None) -> TaskModel:
+    """A randomly initialised model for ``task`` (BERT's init: N(0, initializer_range))."""
+    model_class = task_model_class(task)
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = model_class(config, build_backbone(config, with_pooler=model_class.uses_pooler))
+    model.apply(lambda module: init_weights(module, config.initializer_range))
+    for module in model.modules():
+        # A tied output projection was initialised after its embedding: restore the zero padding row.
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    return model

@@ -1,0 +1,67 @@
+"""``x @ W.T + b`` with its three GEMMs (forward, input and weight gradients) in oneDNN.
+
+Eager fp32 ``F.linear`` on CPU calls MKL's sgemm, which on the AMD CPUs we measured runs at
+less than half of oneDNN's speed (benchmarks/RESULTS.md, "oneDNN linears"). oneDNN's
+matmul-with-bias is the op PyTorch's inductor itself lowers CPU linears to. Same IEEE fp32
+arithmetic, only the summation order differs (~1e-7 relative).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from lmforge import ops
+
+
+def _onednn_linear_op():
+    """oneDNN's matmul-with-bias, or None in a torch build without oneDNN."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+
+
+ONEDNN_LINEAR = _onednn_linear_op()
+
+
+class _OneDnnLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = ONEDNN_LINEAR(grad, weight.t(), None, "none", [], "")  # (N, O) @ (O, I)
+        if ctx.needs_input_grad[1]:
+            # oneDNN copies a transposed first operand to row-major, so transpose the smaller
+            # of grad (N, O) and x (N, I): for the vocabulary projection this halves the time.
+            if weight.shape[0] > weight.shape[1]:
+                grad_weight = ONEDNN_LINEAR(x.t(), grad.t(), None, "none", [], "").t()  # ((I, N) @ (N, O)).T
+            else:
+                grad_weight = ONEDNN_LINEAR(grad.t(), x.t(), None, "none", [], "")  # (O, N) @ (N, I)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """fp32 on CPU outside autocast and torch.compile (which picks its own kernels)."""
+    return (ONEDNN_LINEAR is not None and ops.fast_kernels_enabled() and x.device.type == "cpu"
+            and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.numel() > 0
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear``, through oneDNN where ``usable``; unchanged elsewhere (GPU, bf16, ...)."""
+    if not usable(x, weight):
+        return F.linear(x, weight, bias)
+    out = _OneDnnLinear.apply(x.reshape(-1, x.shape[-1]).contiguous(), weight, bias)
+    return out.view(*x.shape[:-1], weight.shape[0])
