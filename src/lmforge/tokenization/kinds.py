@@ -126,7 +126,7 @@ class TokenizerKind:
     hf_classes: tuple[str, ...] = ()  # tokenizer_config "tokenizer_class" values meaning this kind
     saved_class: str = "PreTrainedTokenizerFast"  # what save() writes (loads tokenizer.json verbatim)
     writes_vocab_txt: bool = False  # save() adds vocab.txt, for BERT's vocabulary-file loaders
-    notes: str = field(default="", compare=False)  # for --help
+    reference: str = field(default="", compare=False)  # the model whose tokenizer this rebuilds (--help)
 
     def pipeline(self, model: Any, options: PipelineOptions) -> Any:
         """A backend around ``model`` with this kind's normaliser, pre-tokeniser and decoder."""
@@ -324,7 +324,7 @@ KINDS: Mapping[str, TokenizerKind] = {
             # transformers 5's BertTokenizer rebuilds the BERT pipeline from the config options
             saved_class="BertTokenizer",
             writes_vocab_txt=True,
-            notes="BERT",
+            reference="BERT",
         ),
         TokenizerKind(
             name="bpe",
@@ -339,7 +339,7 @@ KINDS: Mapping[str, TokenizerKind] = {
             layout=GPT_LAYOUT,
             starts_word=continuation_prefix_rule,
             hf_classes=("OpenAIGPTTokenizer", "OpenAIGPTTokenizerFast"),
-            notes="GPT",
+            reference="GPT",
         ),
         TokenizerKind(
             name="byte_bpe",
@@ -354,7 +354,7 @@ KINDS: Mapping[str, TokenizerKind] = {
             layout=ROBERTA_LAYOUT,
             starts_word=byte_level_rule,
             hf_classes=("RobertaTokenizer", "RobertaTokenizerFast", "BartTokenizer", "BartTokenizerFast"),
-            notes="RoBERTa",
+            reference="RoBERTa",
         ),
         TokenizerKind(
             name="gpt2_byte_bpe",
@@ -372,7 +372,7 @@ KINDS: Mapping[str, TokenizerKind] = {
             layout=BARE_LAYOUT,
             starts_word=byte_level_rule,
             hf_classes=("GPT2Tokenizer", "GPT2TokenizerFast"),
-            notes="GPT-2",
+            reference="GPT-2",
         ),
         TokenizerKind(
             name="unigram",
@@ -391,7 +391,7 @@ KINDS: Mapping[str, TokenizerKind] = {
             layout=BERT_LAYOUT,
             starts_word=sentencepiece_rule,
             hf_classes=("AlbertTokenizer", "AlbertTokenizerFast"),
-            notes="ALBERT",
+            reference="ALBERT",
         ),
         TokenizerKind(
             name="t5_unigram",
@@ -410,7 +410,7 @@ KINDS: Mapping[str, TokenizerKind] = {
             layout=EOS_LAYOUT,
             starts_word=sentencepiece_rule,
             hf_classes=("T5Tokenizer", "T5TokenizerFast"),
-            notes="T5",
+            reference="T5",
         ),
     )
 }
