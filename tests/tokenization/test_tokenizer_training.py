@@ -36,11 +36,33 @@ def test_training_reads_jsonl_and_compressed_files(corpus, tmp_path):
         Tokenizer.train([bad], vocab_size=100, show_progress=False)
 
 
+def test_empty_corpus_is_a_user_error(tmp_path, capsys):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n\t\n", encoding="utf-8")
+    empty_jsonl = tmp_path / "empty.jsonl.gz"
+    with gzip.open(empty_jsonl, "wt", encoding="utf-8") as handle:
+        handle.write('{"text": ""}\n\n{"text": "   "}\n')
+    (tmp_path / "nothing.txt").write_text("", encoding="utf-8")
+    for files in ([blank], [empty_jsonl, tmp_path / "nothing.txt"]):
+        for kind in ("wordpiece", "unigram"):
+            with pytest.raises(UserError, match="no text"):
+                Tokenizer.train(files, kind=kind, vocab_size=100, show_progress=False)
+    out = tmp_path / "tok"
+    assert main(["tokenizer", "train", "--files", str(blank), "--out", str(out), "--no-progress"]) == 2
+    assert "no text" in capsys.readouterr().err and not out.exists()
+
+
 def test_user_errors(corpus, tmp_path):
     with pytest.raises(UserError, match="missing.txt"):
         Tokenizer.train([corpus, tmp_path / "missing.txt"], show_progress=False)
     with pytest.raises(UserError, match="kind"):
         Tokenizer.train([corpus], kind="sentencepiece", show_progress=False)
+    notes = tmp_path / "notes.md"  # the corpus reader's formats: .txt and .jsonl, maybe compressed
+    notes.write_text("some text\n", encoding="utf-8")
+    with pytest.raises(UserError, match="unknown corpus format"):
+        Tokenizer.train([notes], show_progress=False)
+    with pytest.raises(UserError, match="no training files"):
+        Tokenizer.train([], show_progress=False)
     with pytest.raises(UserError, match="no_such_dir"):
         Tokenizer.from_dir(tmp_path / "no_such_dir")
     (tmp_path / "empty").mkdir()
