@@ -27,8 +27,7 @@ def learned(corpus) -> tuple[list[str], list[list[str]]]:
     trained = Tokenizer.train([corpus], kind="byte_bpe", vocab_size=500, lowercase=False, show_progress=False)
     model = json.loads(trained.backend.to_str())["model"]
     tokens = sorted(model["vocab"], key=model["vocab"].__getitem__)
-    specials = set(trained.backend.get_vocab(with_added_tokens=True)) - set(tokens) | {"<s>", "<pad>", "</s>", "<unk>", "<mask>"}
-    return [t for t in tokens if t not in specials], model["merges"]
+    return [t for t in tokens if t not in trained.special_tokens.values()], model["merges"]
 
 
 def _write_vocab_files(directory: Path, tokens: list[str], merges: list[list[str]], config: dict | None) -> Path:
@@ -52,7 +51,9 @@ def _roberta_tokens(learned_tokens: list[str]) -> list[str]:
 
 CASES = {
     "gpt2": ("gpt2_byte_bpe", _gpt2_tokens, None),
-    "gpt2-prefix-space": ("gpt2_byte_bpe", _gpt2_tokens, {"tokenizer_class": "GPT2Tokenizer", "add_prefix_space": True}),
+    "gpt2-prefix-space": (
+        "gpt2_byte_bpe", _gpt2_tokens, {"tokenizer_class": "GPT2Tokenizer", "add_prefix_space": True}
+    ),
     "roberta": ("byte_bpe", _roberta_tokens, None),
     "roberta-mask-lstrip": ("byte_bpe", _roberta_tokens, {"add_prefix_space": True, "mask_token": ROBERTA_MASK}),
 }

@@ -238,9 +238,12 @@ def _cls_sep_template(pair_segment: int) -> Callable[[Mapping[str, tuple[str, in
     return build
 
 
-BERT_LAYOUT = Layout("[CLS] A [SEP] B [SEP]", _cls_sep_template(1), lambda pp: _template_starts_with_special(pp) is True)
-GPT_LAYOUT = Layout("<s> A </s></s> B </s> (template)", _cls_sep_template(0),
-                    lambda pp: _template_starts_with_special(pp) is True)
+def _opens_with_special(post_processor: Any) -> bool:
+    return _template_starts_with_special(post_processor) is True
+
+
+BERT_LAYOUT = Layout("[CLS] A [SEP] B [SEP]", _cls_sep_template(1), _opens_with_special)
+GPT_LAYOUT = Layout("<s> A </s></s> B </s> (template)", _cls_sep_template(0), _opens_with_special)
 ROBERTA_LAYOUT = Layout(
     "<s> A </s></s> B </s>",
     # offsets trimmed of the leading space, all segment ids 0

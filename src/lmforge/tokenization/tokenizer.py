@@ -267,7 +267,9 @@ class Tokenizer:
                 self.backend.enable_padding(**saved_padding)
 
 
-def _resolve_roles(backend: tokenizers.Tokenizer, kind: TokenizerKind, declared: dict[str, str]) -> dict[str, str | None]:
+def _resolve_roles(
+    backend: tokenizers.Tokenizer, kind: TokenizerKind, declared: dict[str, str]
+) -> dict[str, str | None]:
     """Token string for each role: as declared, else the kind's name, else a known alias, if in the vocab."""
     vocab = backend.get_vocab(with_added_tokens=True)
     resolved: dict[str, str | None] = {}
