@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmforge.tokenization import KINDS, Tokenizer
+from lmforge.tokenization import KIND_SPECS, KINDS, Tokenizer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="learn a vocabulary from text files and save it in the HF layout",
         description=(
-            "Learn a vocabulary from .txt or .jsonl (\"text\" field) files, optionally .gz/.xz, "
-            "streamed line by line. The output directory loads with Tokenizer.from_dir and with "
+            "Learn a vocabulary from .txt or .jsonl (\"text\" field) files, optionally .gz/.xz/.bz2, "
+            "streamed. The output directory loads with Tokenizer.from_dir and with "
             "transformers' AutoTokenizer."
         ),
     )
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--kind",
         choices=KINDS,
         default="wordpiece",
-        help="wordpiece (BERT), bpe (GPT), byte_bpe (GPT-2/RoBERTa) or unigram (ALBERT); default wordpiece",
+        help=", ".join(f"{name} ({kind.reference})" for name, kind in KIND_SPECS.items()) + "; default wordpiece",
     )
     train.add_argument("--vocab-size", type=int, default=30522, metavar="N", help="target vocabulary size")
     train.add_argument("--cased", action="store_true", help="keep case and accents (default: lowercase)")

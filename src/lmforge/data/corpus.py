@@ -86,3 +86,15 @@ def _iter_jsonl(handle: IO[str], path: str | os.PathLike) -> Iterator[str]:
             raise UserError(f"{path}:{number}: \"text\" must be a string")
         if text.strip():
             yield text
+
+
+def iter_texts(path: str | os.PathLike) -> Iterator[str]:
+    """The non-blank texts of one corpus file in file order: each line of a .txt, each document
+    of a .jsonl. For readers that need no document boundaries (tokenizer training), so memory
+    holds one line of a .txt however long its documents are."""
+    kind, _ = corpus_format(path)
+    with _open_text(path) as handle:
+        if kind == "jsonl":
+            yield from _iter_jsonl(handle, path)
+        else:
+            yield from (line.rstrip("\n") for line in handle if line.strip())

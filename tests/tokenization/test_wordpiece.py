@@ -1,4 +1,5 @@
-"""lmforge.tokenization: BERT WordPiece parity with transformers, the other kinds, files and CLI.
+"""WordPiece (BERT): ids identical to transformers' BertTokenizerFast, AutoTokenizer and the
+pure-Python BertTokenizer, BERT's splitting rules, batch encoding, vocab.txt round trips.
 
 The WordPiece trainer breaks count ties in hash order (huggingface/tokenizers#1794), so the
 learned vocabulary may differ between runs; every parity check therefore compares our ids with
@@ -8,81 +9,15 @@ facts (alphabet characters, [UNK] for over-long words, special-token layout).
 
 from __future__ import annotations
 
-import gzip
-import json
-import lzma
-import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tokenizer_samples import LONG_WORD, PAIRS, TEXTS
 
-from lmforge.cli import main
-from lmforge.errors import UserError
 from lmforge.tokenization import Tokenizer
-
-SENTENCES = [
-    "The quick brown Fox jumps over the lazy dog.",
-    "Café naïve résumé: the Zürich office costs 12.50 euros!",
-    "東京 is the capital of 日本, and 中文字符 appear here too.",
-    "Don't stop (parentheses), [brackets] and \"quotes\" - okay?",
-    "Numbers like 3.14159, 2,718 and 1e10 are COMMON in Reports.",
-    "HELLO World, MixedCase WordsAreHere and camelCaseWords.",
-    "unbelievable unbelievably believer believing relief relieved",
-    "Straße ÅNGSTRÖM Ünïcödé señor façade coöperate.",
-    "a" * 120 + " is a very long word indeed.",
-]
-LONG_WORD = "b" * 101  # one character over BERT's max_input_chars_per_word
-
-# Texts for the parity checks: the corpus features plus whitespace and control characters,
-# zero-width and non-breaking spaces, a ligature, an unseen emoji and a literal [MASK].
-TEXTS = [
-    "Café naïve unbelievable 東京!",
-    "HELLO World [MASK] MixedCase believer",
-    LONG_WORD + " end",
-    "x",
-    "",
-    "  spaced   out\tTabs\nnewline\r\n",
-    "Numbers 3.14159, 2,718!!",
-    "Straße ﬁ ligature ÅNGSTRÖM \u00e9\u0301 combining",
-    "\u200bzero\u00a0width\u0007bell 🙂 emoji",
-    "don't (stop) relieved? OK.",
-]
-PAIRS = [
-    "second one",
-    "a b c d e f g h i j k l m n o p",
-    "q",
-    "東京 中文 日本 believing",
-    "y" * 5,
-    "Façade, coöperate.",
-    "r",
-    "the lazy dog jumps over the quick brown fox",
-    "Zürich",
-    "1 2 3 4 5 6 7 8 9",
-]
-
-
-def _write_corpus(path: Path) -> Path:
-    rng = random.Random(0)
-    words = [w for s in SENTENCES for w in s.split()]
-    lines = SENTENCES * 3 + [" ".join(rng.choice(words) for _ in range(rng.randint(3, 15))) for _ in range(300)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
-
-
-@pytest.fixture(scope="module", params=[True, False], ids=["uncased", "cased"])
-def saved_wordpiece(request, corpus, tmp_path_factory) -> tuple[Tokenizer, Path]:
-    tokenizer = Tokenizer.train([str(corpus)], vocab_size=200, lowercase=request.param, show_progress=False)
-    directory = tmp_path_factory.mktemp("wordpiece")
-    tokenizer.save(directory)
-    return tokenizer, directory
 
 
 def _slow_bert_class():
@@ -114,7 +49,6 @@ def _theirs(hf, text: str, pair: str | None = None, max_length: int | None = Non
     return {key: out[key] for key in ("input_ids", "token_type_ids", "attention_mask")}
 
 
-# ------------------------------------------------------------------------- WordPiece = BERT
 def test_wordpiece_matches_transformers_fast_and_slow(saved_wordpiece, tmp_path):
     transformers = pytest.importorskip("transformers")
     tokenizer, directory = saved_wordpiece
@@ -256,117 +190,3 @@ def test_encode_plain_decode_and_lookups(saved_wordpiece):
     assert tokenizer.decode(ids) == "東 京 x"
     assert tokenizer.decode(ids, skip_special_tokens=False) == "[CLS] 東 京 x [SEP]"
     assert tokenizer.token_to_id("[MASK]") == 4 and tokenizer.token_to_id("not-a-token") is None
-
-
-# ------------------------------------------------------------------------- the other kinds
-@pytest.mark.parametrize("kind", ["bpe", "byte_bpe", "unigram"])
-@pytest.mark.parametrize("lowercase", [True, False], ids=["uncased", "cased"])
-def test_other_kinds_train_encode_and_round_trip(kind, lowercase, corpus, tmp_path):
-    tokenizer = Tokenizer.train([corpus], kind=kind, vocab_size=400, lowercase=lowercase, show_progress=False)
-    assert (tokenizer.kind, tokenizer.lowercase) == (kind, lowercase)
-    assert tokenizer.vocab_size <= 400 and len(tokenizer.special_ids) == 5
-    text = "Café naïve unbelievable, the quick Dog!"
-    encoded = tokenizer.encode(text, "relief")
-    ids, types = encoded["input_ids"], encoded["token_type_ids"]
-    cls_id, sep_id = tokenizer.cls_id, tokenizer.sep_id
-    assert ids[0] == cls_id and ids[-1] == sep_id
-    if kind == "unigram":  # ALBERT: [CLS] A [SEP] B [SEP], B in segment 1
-        assert tokenizer.convert_ids_to_tokens([cls_id, sep_id]) == ["[CLS]", "[SEP]"]
-        assert ids.count(sep_id) == 2 and types[-1] == 1 and types[0] == 0
-    else:  # RoBERTa: <s> A </s></s> B </s>, one segment
-        assert tokenizer.convert_ids_to_tokens([cls_id, sep_id]) == ["<s>", "</s>"]
-        first_sep = ids.index(sep_id)
-        assert ids[first_sep + 1] == sep_id and ids.count(sep_id) == 3 and set(types) == {0}
-    expected = text
-    if lowercase:  # byte_bpe only lowercases; BERT's and ALBERT's normalisers also strip accents
-        expected = text.lower() if kind == "byte_bpe" else "cafe naive unbelievable, the quick dog!"
-    assert tokenizer.decode(tokenizer.encode(text)["input_ids"]) == expected
-    tokenizer.save(tmp_path)
-    loaded = Tokenizer.from_dir(tmp_path)
-    assert (loaded.kind, loaded.lowercase) == (kind, lowercase)
-    assert loaded.fingerprint() == tokenizer.fingerprint()
-    for text_a, pair in zip(TEXTS, PAIRS, strict=True):
-        assert loaded.encode(text_a, pair, max_length=10) == tokenizer.encode(text_a, pair, max_length=10)
-    transformers = pytest.importorskip("transformers")
-    auto = transformers.AutoTokenizer.from_pretrained(tmp_path)
-    for text_a in TEXTS:
-        assert auto(text_a)["input_ids"] == tokenizer.encode(text_a)["input_ids"], text_a
-
-
-def test_word_start_mask_other_kinds(corpus):
-    byte_bpe = Tokenizer.train([corpus], kind="byte_bpe", vocab_size=400, show_progress=False)
-    mask = byte_bpe.word_start_mask()
-    tokens = byte_bpe.convert_ids_to_tokens(range(byte_bpe.vocab_size))
-    for i, token in enumerate(tokens):
-        if token.startswith("Ġ") or token in {"!", ",", ".", "(", "<s>", "</s>", "<mask>"}:
-            assert mask[i], token
-        elif token.isascii() and token.isalpha():  # letters without a space marker continue a word
-            assert not mask[i], token
-    unigram = Tokenizer.train([corpus], kind="unigram", vocab_size=400, show_progress=False)
-    mask = unigram.word_start_mask()
-    tokens = unigram.convert_ids_to_tokens(range(unigram.vocab_size))
-    for i, token in enumerate(tokens):
-        # ALBERT _is_start_piece: the word marker, punctuation, or any non a-z character
-        if token.startswith("▁") or token in {"[CLS]", "[SEP]", "[MASK]", "<pad>", "!", ","} or "1" in token:
-            assert mask[i], token
-        elif token.isascii() and token.isalpha():
-            assert not mask[i], token
-    assert mask[unigram.token_to_id("東")]
-
-
-def test_training_reads_jsonl_and_compressed_files(corpus, tmp_path):
-    lines = corpus.read_text(encoding="utf-8").splitlines()
-    jsonl_gz = tmp_path / "corpus.jsonl.gz"
-    with gzip.open(jsonl_gz, "wt", encoding="utf-8") as handle:
-        handle.writelines(json.dumps({"text": line, "id": i}) + "\n" for i, line in enumerate(lines))
-    txt_xz = tmp_path / "corpus.txt.xz"
-    with lzma.open(txt_xz, "wt", encoding="utf-8") as handle:
-        handle.write("\n".join(lines))
-    # byte-level BPE training is deterministic (no "##" pieces), so the vocabularies must agree
-    prints = {
-        Tokenizer.train([path], kind="byte_bpe", vocab_size=350, show_progress=False).fingerprint()
-        for path in (corpus, jsonl_gz, txt_xz)
-    }
-    assert len(prints) == 1
-    half = tmp_path / "half.txt"
-    half.write_text("\n".join(lines[: len(lines) // 2]), encoding="utf-8")
-    assert Tokenizer.train([half], kind="byte_bpe", vocab_size=350, show_progress=False).fingerprint() not in prints
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "fine"}\n{"body": "no text"}\n', encoding="utf-8")
-    with pytest.raises(UserError, match=r"bad\.jsonl:2"):
-        Tokenizer.train([bad], vocab_size=100, show_progress=False)
-
-
-def test_user_errors(corpus, tmp_path):
-    with pytest.raises(UserError, match="missing.txt"):
-        Tokenizer.train([corpus, tmp_path / "missing.txt"], show_progress=False)
-    with pytest.raises(UserError, match="kind"):
-        Tokenizer.train([corpus], kind="sentencepiece", show_progress=False)
-    with pytest.raises(UserError, match="no_such_dir"):
-        Tokenizer.from_dir(tmp_path / "no_such_dir")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="empty"):
-        Tokenizer.from_dir(tmp_path / "empty")
-
-
-# ------------------------------------------------------------------------- CLI
-def test_cli_train_and_encode(corpus, tmp_path, capsys):
-    out = tmp_path / "tok"
-    argv = ["tokenizer", "train", "--files", str(corpus), "--vocab-size", "180", "--cased", "--no-progress"]
-    assert main([*argv, "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "vocab size 180" in printed and str(out) in printed
-    tokenizer = Tokenizer.from_dir(out)
-    assert (tokenizer.kind, tokenizer.lowercase, tokenizer.vocab_size) == ("wordpiece", False, 180)
-    assert main(["tokenizer", "encode", "--tokenizer", str(out), "東京 x", "--pair", "!"]) == 0
-    printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == "tokens: [CLS] 東 京 x [SEP] ! [SEP]"
-    assert printed[1].split()[1:] == [str(i) for i in tokenizer.encode("東京 x", "!")["input_ids"]]
-    assert printed[2].split()[1:] == ["0", "0", "0", "0", "0", "1", "1"]
-
-
-def test_cli_bad_input_path(tmp_path, capsys):
-    missing = tmp_path / "nope.txt"
-    assert main(["tokenizer", "train", "--files", str(missing), "--out", str(tmp_path / "o")]) == 2
-    assert str(missing) in capsys.readouterr().err
-    assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "none"), "hi"]) == 2
