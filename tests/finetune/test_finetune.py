@@ -19,9 +19,10 @@ import lmforge
 from lmforge.errors import UserError
 from lmforge.finetune import FinetuneConfig, TaskOptions, evaluate_model, predict_file, run_finetune
 from lmforge.finetune.run import EarlyStopping, choose_labels, initial_model, optimizer_groups
-from lmforge.finetune.tasks import ClassificationTask, make_task
-from lmforge.tasks.classification import LabelMap
-from lmforge.tasks.readers import ClassificationExample, read_classification, read_conll, read_squad
+from lmforge.tasks import ClassificationTask, LabelMap, make_task
+from lmforge.tasks.classification import ClassificationExample, read_classification
+from lmforge.tasks.ner import read_conll
+from lmforge.tasks.qa import read_squad
 from lmforge.tokenization import Tokenizer
 from lmforge.toolbox import GradualUnfreezer
 
