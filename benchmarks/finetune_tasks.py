@@ -81,8 +81,8 @@ def run_transformers(cfg) -> dict:
 
     import lmforge
     from lmforge.finetune.run import choose_labels
-    from lmforge.finetune.tasks import make_task
-    from lmforge.tasks import collate
+    from lmforge.objectives.base import collate
+    from lmforge.tasks import make_task
 
     transformers.logging.set_verbosity_error()  # the head-initialisation report is expected
     started_all = time.perf_counter()
@@ -176,7 +176,7 @@ def _sync(device: torch.device) -> None:
 @torch.inference_mode()
 def _evaluate_transformers(task, model, examples, features, pad_id, batch_size, device, autocast) -> dict:
     """Padded batches in file order (no length sorting: the plain way); lmforge's decoding."""
-    from lmforge.tasks import collate
+    from lmforge.objectives.base import collate
 
     model.eval()
     rows = []

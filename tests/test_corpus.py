@@ -16,7 +16,7 @@ from lmforge.data.sentences import split_sentences
 from lmforge.data.shards import ShardWriter, TokenShards, token_dtype
 from lmforge.errors import UserError
 from lmforge.objectives.dataset import PretrainingDataset, collate
-from lmforge.objectives.masking import IGNORE_INDEX
+from lmforge.objectives.base import IGNORE_INDEX
 from lmforge.tokenization import Tokenizer
 
 WORDS = (

@@ -1,23 +1,23 @@
 """Pretraining from raw text: recipe -> tokenizer -> prepared shards -> MLM (+NSP) training.
 
 BERT's recipe (Devlin et al. 2019; google-research/bert run_pretraining.py): masked-LM loss
-over the chosen positions plus next-sentence-prediction loss, summed. The vocabulary head
-runs only on the chosen positions (the reference gathers them too, with
-``max_predictions_per_seq``), and with ``train.unpad`` the encoder sees real tokens only.
+over the chosen positions plus next-sentence-prediction loss, summed
+(``lmforge.objectives.mlm.MaskedLMObjective``). The vocabulary head runs only on the chosen
+positions (the reference gathers them too, with ``max_predictions_per_seq``), and with
+``train.unpad`` the encoder sees real tokens only.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 
 from lmforge.errors import UserError
+from lmforge.objectives.mlm import MaskedLMObjective
 from lmforge.recipes import apply_overrides, build_dataclass, read_yaml
 from lmforge.training.loop import TrainConfig, Trainer
 
@@ -65,43 +65,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Pretrai
     return build_dataclass(PretrainRecipe, apply_overrides(read_yaml(path), overrides or []))
 
 
-class MaskedLMObjective:
-    """MLM loss over chosen positions, plus the sentence-pair (NSP) loss when the batch has
-    ``next_sentence_label``. Sums here; the loop divides by global counts."""
-
-    def counts(self, batch: dict) -> dict[str, int]:
-        counts = {"mlm": int((batch["labels"] != -100).sum())}
-        if "next_sentence_label" in batch:
-            counts["nsp"] = int(batch["next_sentence_label"].numel())
-        return counts
-
-    def _forward(self, model, batch: dict, unpad: bool):
-        chosen = batch["labels"] != -100
-        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                    predict_mask=chosen, unpad=unpad)
-        return out, batch["labels"][chosen]
-
-    def loss_sums(self, model, batch: dict, unpad: bool) -> dict[str, torch.Tensor]:
-        out, targets = self._forward(model, batch, unpad)
-        sums = {"mlm": F.cross_entropy(out.mlm_logits.float(), targets, reduction="sum")}
-        if "next_sentence_label" in batch:
-            sums["nsp"] = F.cross_entropy(out.pair_logits.float(), batch["next_sentence_label"], reduction="sum")
-        return sums
-
-    def eval_sums(self, model, batch: dict, unpad: bool) -> dict[str, tuple[float, float]]:
-        out, targets = self._forward(model, batch, unpad)
-        n = targets.numel()
-        metrics = {
-            "mlm_loss": (float(F.cross_entropy(out.mlm_logits.float(), targets, reduction="sum")), n),
-            "mlm_accuracy": (float((out.mlm_logits.argmax(-1) == targets).sum()), n),
-        }
-        if "next_sentence_label" in batch:
-            labels = batch["next_sentence_label"]
-            metrics["nsp_loss"] = (float(F.cross_entropy(out.pair_logits.float(), labels, reduction="sum")), labels.numel())
-            metrics["nsp_accuracy"] = (float((out.pair_logits.argmax(-1) == labels).sum()), labels.numel())
-        return metrics
-
-
 def _prepare_data(recipe: PretrainRecipe, out: Path, is_main: bool) -> Path:
     """The prepared data directory: given, or built under OUT/data (tokenizer trained if needed)."""
     data = recipe.data
@@ -137,7 +100,7 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
     curves.png, summary.json. Under torchrun every rank calls this."""
     from lmforge.api import build, load_model, save
     from lmforge.families import get_preset
-    from lmforge.objectives.dataset import PretrainingDataset, collate
+    from lmforge.objectives.dataset import PretrainingDataset
     from lmforge.tokenization import Tokenizer
     from lmforge.training import distributed
     from lmforge.training.report import plot_curves, summarize
@@ -176,8 +139,9 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
         params = sum(p.numel() for p in model.parameters())
         print(f"model {recipe.model.preset}: {params:,} parameters; {len(train_data):,} training sequences "
               f"of up to {obj.max_seq_length} tokens; {ctx.world_size} process(es) on {ctx.device}")
-    trainer = Trainer(model, MaskedLMObjective(), train_data, lambda ex: collate(ex, tokenizer.pad_id), recipe.train,
-                      out, ctx, eval_data=eval_data)
+    # Dropout is seeded per rank and step by the Trainer; the data order by train.seed alone.
+    trainer = Trainer(model, MaskedLMObjective(tokenizer.pad_id), train_data, recipe.train, out, ctx,
+                      eval_data=eval_data)
     result = trainer.fit(resume=resume)
     if ctx.is_main:
         save(model, out / "model", tokenizer)

@@ -6,14 +6,16 @@
     evaluate_model("runs/sst2/model", "classification", "dev.tsv")
     predict_file("runs/sst2/model", "classification", "texts.txt")
 
-- ``tasks``: the three tasks (reading, encoding, loss, decoding, scoring, writing).
+The tasks themselves (reading, encoding, loss, decoding, scoring, writing) are in
+``lmforge.tasks``; here:
+
 - ``run``: settings, the starting model, the ULMFiT toolbox wiring, per-epoch evaluation
   with early stopping, the run itself.
-- ``inference``: evaluate and predict with a fine-tuned model.
+- ``inference``: batched model outputs, evaluate and predict with a fine-tuned model.
 """
 
 from lmforge.finetune.inference import evaluate_model, predict_file
 from lmforge.finetune.run import FinetuneConfig, run_finetune
-from lmforge.finetune.tasks import TASKS, TaskOptions
+from lmforge.tasks import TASKS, TaskOptions
 
 __all__ = ["FinetuneConfig", "TASKS", "TaskOptions", "evaluate_model", "predict_file", "run_finetune"]

@@ -9,13 +9,67 @@ fine-tuning's own evaluation, so the numbers agree with the ones it reported.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from torch import nn
+
 from lmforge.errors import UserError
-from lmforge.finetune.run import check_length, evaluate_features, load_checkpoint_and_tokenizer
-from lmforge.finetune.tasks import Task, TaskOptions, batched_outputs, make_task, task_for_model
-from lmforge.tasks.classification import LabelMap
+from lmforge.tasks import LabelMap, Task, TaskOptions, make_task, task_for_model
+from lmforge.tasks.base import Rows
+
+
+def load_checkpoint_and_tokenizer(path: str):
+    import lmforge
+
+    tokenizer = lmforge.load_tokenizer(path)
+    if tokenizer is None:
+        raise UserError(f"{path} has no tokenizer files (tokenizer.json or vocab.txt)")
+    return lmforge.load_model(path), tokenizer
+
+
+def check_length(task: Task, model: nn.Module) -> None:
+    if task.max_length > model.config.max_positions:
+        raise UserError(f"max_length {task.max_length} exceeds the model's {model.config.max_positions} positions")
+
+
+def batched_outputs(task: Task, model, features: Sequence[dict], batch_size: int,
+                    device: torch.device) -> tuple[Rows, float | None]:
+    """Model outputs for every feature (in input order) and the mean loss when the features
+    carry targets. Batches are cut from the features sorted by length, longest first, so
+    padding stays small and a memory peak shows at once; ``unpad`` skips what is left."""
+    order = np.argsort([-len(f["input_ids"]) for f in features], kind="stable")
+    rows: Rows = [None] * len(features)
+    loss, count = 0.0, 0
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), autocast:
+        for start in range(0, len(features), batch_size):
+            index = order[start:start + batch_size]
+            batch = task.collate([features[i] for i in index])
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            values, batch_loss, batch_count = task.infer_batch(model, batch, unpad=True)
+            for i, value in zip(index, values):
+                rows[i] = value
+            loss, count = loss + batch_loss, count + batch_count
+    model.train(was_training)
+    return rows, (loss / count if count else None)
+
+
+def evaluate_features(task: Task, model: nn.Module, tokenizer, examples, features, batch_size: int,
+                      device: torch.device) -> tuple[dict[str, float], Any]:
+    """Metrics (with ``loss``) and predictions of ``model`` on encoded eval data."""
+    rows, loss = batched_outputs(task, model, features, batch_size, device)
+    predictions = task.decode(examples, features, rows)
+    metrics = task.score(examples, predictions)
+    if loss is not None:
+        metrics["loss"] = loss
+    return metrics, predictions
 
 
 def load_task_model(model_dir: str | Path, task_name: str | None, options: TaskOptions, device: str = "auto"):
@@ -27,6 +81,7 @@ def load_task_model(model_dir: str | Path, task_name: str | None, options: TaskO
     task = make_task(task_name or task_for_model(model.task), options)
     if model.task != task.model_task:
         raise UserError(f"{model_dir} holds a {model.task} model; --task {task.name} needs a {task.model_task} model")
+    task.pad_id = tokenizer.pad_id
     if task.name != "qa":
         if not model.config.labels:
             raise UserError(f"{model_dir} has no label names (id2label in config.json)")
@@ -66,5 +121,5 @@ def predict_lines(task: Task, model, tokenizer, examples, batch_size: int, devic
     if not examples:
         return []
     features = task.encode_inputs(examples, tokenizer)
-    rows, _ = batched_outputs(task, model, features, tokenizer.pad_id, batch_size, device)
+    rows, _ = batched_outputs(task, model, features, batch_size, device)
     return task.format_predictions(examples, task.decode(examples, features, rows))

@@ -5,7 +5,7 @@ with weight decay 0.01 (not on biases and LayerNorm weights), linear warm-up ove
 10% of the steps then linear decay to 0, a few epochs, the best epoch chosen on the dev set.
 The ULMFiT toolbox (Howard & Ruder 2018; ``lmforge.toolbox``) is available as options:
 discriminative learning rates over ``model.layer_groups()``, the slanted triangular
-schedule, gradual unfreezing (one more group per epoch, from the top) and a frozen encoder
+schedule (``lmforge.training.schedules``), gradual unfreezing (one more group per epoch, from the top) and a frozen encoder
 (a linear probe on the pooled or per-token vectors).
 
 The run reuses the pretraining loop (``lmforge.training.loop.Trainer``) with the task as its
@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from lmforge.errors import UserError
-from lmforge.finetune.tasks import Task, TaskOptions, batched_outputs, make_task
-from lmforge.tasks.classification import LabelMap
+from lmforge.finetune.inference import check_length, evaluate_features, load_checkpoint_and_tokenizer
+from lmforge.tasks import LabelMap, Task, TaskOptions, make_task
+from lmforge.training.schedules import Schedule, slanted_triangular, warmup_then_decay
 
 
 @dataclass
@@ -147,16 +148,14 @@ def optimizer_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict]:
                                        weight_decay=cfg.weight_decay)
 
 
-def lr_schedule(cfg: FinetuneConfig, total_steps: int):
-    """Multiplier of each group's lr at step t (0-based)."""
-    from lmforge.toolbox import linear_warmup_decay, slanted_triangular
-
-    warmup = int(cfg.warmup_fraction * total_steps)
+def lr_schedule(cfg: FinetuneConfig, total_steps: int) -> Schedule:
+    """Multiplier of each group's lr after t optimizer steps (``lmforge.training.schedules``):
+    warm-up over ``warmup_fraction`` of the steps, then linear decay or a constant rate; or
+    ULMFiT's slanted triangle with ``warmup_fraction`` as its cut_frac."""
     if cfg.schedule == "slanted_triangular":
         return slanted_triangular(total_steps, cut_frac=cfg.warmup_fraction, ratio=32)
-    if cfg.schedule == "linear":
-        return linear_warmup_decay(total_steps, min(warmup, total_steps - 1))
-    return lambda step: min(1.0, step / warmup) if warmup else 1.0
+    warmup = min(int(cfg.warmup_fraction * total_steps), total_steps - 1)
+    return warmup_then_decay(total_steps, warmup, cfg.schedule)
 
 
 # ---------------------------------------------------------------------------------------
@@ -224,17 +223,6 @@ class EpochEvaluator:
         return self.stopping.should_stop
 
 
-def evaluate_features(task: Task, model: nn.Module, tokenizer, examples, features, batch_size: int,
-                      device: torch.device) -> tuple[dict[str, float], Any]:
-    """Metrics (with ``loss``) and predictions of ``model`` on encoded eval data."""
-    rows, loss = batched_outputs(task, model, features, tokenizer.pad_id, batch_size, device)
-    predictions = task.decode(examples, features, rows)
-    metrics = task.score(examples, predictions)
-    if loss is not None:
-        metrics["loss"] = loss
-    return metrics, predictions
-
-
 def save_model(model: nn.Module, tokenizer, directory: Path) -> None:
     """HF layout, written beside the target and renamed over it: never half a model."""
     import lmforge
@@ -260,24 +248,9 @@ def _say(line: str) -> None:
 # The run
 
 
-def load_checkpoint_and_tokenizer(path: str):
-    import lmforge
-
-    tokenizer = lmforge.load_tokenizer(path)
-    if tokenizer is None:
-        raise UserError(f"{path} has no tokenizer files (tokenizer.json or vocab.txt)")
-    return lmforge.load_model(path), tokenizer
-
-
-def check_length(task: Task, model: nn.Module) -> None:
-    if task.max_length > model.config.max_positions:
-        raise UserError(f"max_length {task.max_length} exceeds the model's {model.config.max_positions} positions")
-
-
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune per ``cfg``; OUT gets model/, metrics.json, metrics.jsonl, the eval
     predictions and curves.png. Returns the contents of metrics.json."""
-    from lmforge.tasks import collate
     from lmforge.toolbox import GradualUnfreezer, freeze
     from lmforge.training import distributed
     from lmforge.training.loop import TrainConfig, Trainer
@@ -292,6 +265,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     eval_examples = task.read(cfg.eval)[: cfg.eval_limit or None]
     source, tokenizer = load_checkpoint_and_tokenizer(cfg.model)
     task.labels = choose_labels(task, source, train_examples, eval_examples)
+    task.pad_id = tokenizer.pad_id
     model = initial_model(source, task, task.labels, cfg.seed)
     check_length(task, model)
     train_features = task.encode(train_examples, tokenizer)
@@ -320,9 +294,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         device=cfg.device)
     model.to(ctx.device)
     evaluator = EpochEvaluator(task, model, tokenizer, eval_examples, eval_features, cfg, steps_per_epoch, ctx.device)
-    torch.manual_seed(cfg.seed)  # dropout
-    trainer = Trainer(model, task, train_features, lambda batch: collate(batch, tokenizer.pad_id), train_config,
-                      out, ctx, optimizer_groups=groups, lr_multiplier=lr_schedule(cfg, total_steps),
+    # Dropout is seeded by the Trainer, from (seed, step).
+    trainer = Trainer(model, task, train_features, train_config, out, ctx, optimizer_groups=groups,
+                      lr_multiplier=lr_schedule(cfg, total_steps),
                       on_epoch=on_epoch, evaluate_fn=evaluator, should_stop=evaluator.should_stop,
                       save_checkpoints=False)
     evaluator.current_step = lambda: trainer.step

@@ -1,7 +1,17 @@
-"""Pretraining objectives: example construction, corruption and collation (BERT MLM + NSP,
-RoBERTa FULL-SENTENCES MLM)."""
+"""Pretraining objectives: example construction, corruption, collation and loss.
 
-from lmforge.objectives.dataset import PretrainingDataset, collate
-from lmforge.objectives.masking import IGNORE_INDEX, MaskingPolicy, mask_tokens
+- ``base``: the protocol the training loop runs (shared with the fine-tuning tasks), the one
+  ``collate`` and ``IGNORE_INDEX``.
+- ``mlm``: BERT's masked-LM corruption and loss (``MaskedLMObjective``, with NSP when the
+  batch has sentence pairs).
+- ``sentence_pairs``: BERT's next-sentence-prediction pairs and loss.
+- ``packing``: RoBERTa's FULL-SENTENCES blocks for MLM alone.
+- ``dataset``: the examples of a prepared split, per (seed, epoch, index).
+"""
 
-__all__ = ["IGNORE_INDEX", "MaskingPolicy", "PretrainingDataset", "collate", "mask_tokens"]
+from lmforge.objectives.base import IGNORE_INDEX, Objective, collate
+from lmforge.objectives.dataset import PretrainingDataset
+from lmforge.objectives.mlm import MaskedLMObjective, MaskingPolicy, mask_tokens
+
+__all__ = ["IGNORE_INDEX", "MaskedLMObjective", "MaskingPolicy", "Objective", "PretrainingDataset", "collate",
+           "mask_tokens"]

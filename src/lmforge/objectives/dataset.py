@@ -1,8 +1,8 @@
 """BERT/RoBERTa pretraining examples read from prepared shards, and their collation.
 
-``objective="mlm+nsp"`` builds BERT's sentence-pair instances (``lmforge.objectives.nsp``),
+``objective="mlm+nsp"`` builds BERT's sentence-pair instances (``lmforge.objectives.sentence_pairs``),
 ``"mlm"`` RoBERTa's FULL-SENTENCES blocks (``lmforge.objectives.packing``); both are masked by
-``lmforge.objectives.masking``. google-research/bert ``create_pretraining_data.py`` writes
+``lmforge.objectives.mlm``. google-research/bert ``create_pretraining_data.py`` writes
 ``dupe_factor`` passes over the data, each with its own pairing and mask; here pass (round)
 ``epoch % dupe_factor`` is built when an epoch first needs it, and only the masks of
 ``masking="dynamic"`` change every epoch, seeded by ``(seed, epoch, index)`` as fairseq's
@@ -25,11 +25,12 @@ import torch
 from lmforge.data.prepare import read_manifest
 from lmforge.data.shards import TokenShards
 from lmforge.errors import UserError
-from lmforge.objectives.masking import IGNORE_INDEX, MaskingPolicy, mask_tokens
-from lmforge.objectives.nsp import IS_RANDOM_NEXT, assemble_pair, build_instances
+from lmforge.objectives.base import collate  # noqa: F401 (the batcher of these examples, importable here)
+from lmforge.objectives.mlm import MaskingPolicy, mask_tokens
+from lmforge.objectives.sentence_pairs import IS_RANDOM_NEXT, assemble_pair, build_instances
 from lmforge.objectives.packing import assemble_block, pack_blocks
 
-Objective = Literal["mlm+nsp", "mlm"]
+ObjectiveKind = Literal["mlm+nsp", "mlm"]  # BERT: MLM + NSP pairs; RoBERTa: MLM on packed blocks
 
 
 class PretrainingDataset(torch.utils.data.Dataset):
@@ -46,7 +47,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
         split: str = "train",
         *,
         max_seq_length: int = 128,
-        objective: Objective = "mlm+nsp",
+        objective: ObjectiveKind = "mlm+nsp",
         masking: Literal["dynamic", "static"] = "dynamic",
         dupe_factor: int = 10,
         whole_word: bool = False,
@@ -90,7 +91,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def instances(self, epoch: int) -> np.ndarray:
-        """The instance table of ``epoch``: NSP rows of ``lmforge.objectives.nsp``, or block ranges."""
+        """The instance table of ``epoch``: NSP rows of ``lmforge.objectives.sentence_pairs``, or block ranges."""
         if self.objective == "mlm":
             return self._instances
         dupe_round = epoch % self.dupe_factor
@@ -138,29 +139,6 @@ class PretrainingDataset(torch.utils.data.Dataset):
         if self.objective == "mlm+nsp":
             example["next_sentence_label"] = np.asarray(row[IS_RANDOM_NEXT], dtype=np.int64)
         return example
-
-
-def collate(examples: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad a list of examples to the longest: LongTensors input_ids, token_type_ids,
-    attention_mask, labels (``(B, T)``, labels padded with -100) and next_sentence_label ``(B,)``."""
-    width = max(len(e["input_ids"]) for e in examples)
-    batch = {
-        "input_ids": torch.full((len(examples), width), pad_id, dtype=torch.long),
-        "token_type_ids": torch.zeros((len(examples), width), dtype=torch.long),
-        "attention_mask": torch.zeros((len(examples), width), dtype=torch.long),
-        "labels": torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long),
-    }
-    for row, example in enumerate(examples):
-        n = len(example["input_ids"])
-        batch["input_ids"][row, :n] = torch.from_numpy(np.asarray(example["input_ids"], dtype=np.int64))
-        batch["token_type_ids"][row, :n] = torch.from_numpy(np.asarray(example["token_type_ids"], dtype=np.int64))
-        batch["attention_mask"][row, :n] = 1
-        batch["labels"][row, :n] = torch.from_numpy(np.asarray(example["labels"], dtype=np.int64))
-    if "next_sentence_label" in examples[0]:
-        batch["next_sentence_label"] = torch.tensor(
-            [int(e["next_sentence_label"]) for e in examples], dtype=torch.long
-        )
-    return batch
 
 
 def _split_dir(path: Path, split: str) -> Path:

@@ -1,109 +1,44 @@
-"""Fine-tuning tasks: the model-independent parts (BERT paper, section 4; Devlin et al. 2019).
+"""Fine-tuning tasks (BERT paper, section 4 and figure 4; Devlin et al. 2019; google-research/bert
+``run_classifier.py`` and ``run_squad.py``; transformers' ``run_glue.py``, ``run_ner.py``,
+``run_qa.py``). Each task module holds its reader, encoding, metrics and ``Task`` class:
 
-Submodules, each usable on its own:
+- ``classification``: GLUE-style TSV/CSV/JSONL; the pooled [CLS] vector -> softmax over
+  labels; cross-entropy per example; accuracy, F1 (binary tasks), macro F1, Matthews
+  correlation.
+- ``ner``: CoNLL-2003; a label per word on its first sub-token; cross-entropy per labelled
+  token; entity-level precision, recall and F1 (conlleval rules).
+- ``qa``: SQuAD v1.1 JSON; start and end logits over sliding windows; (CE(start) + CE(end)) / 2
+  per window; n-best span search; SQuAD exact match and F1.
 
-- ``readers``: GLUE-style TSV/CSV/JSONL classification files, CoNLL-2003 NER, SQuAD v1.1 JSON.
-- ``classification``, ``ner``, ``qa``: examples -> features (lists of token ids plus targets).
-- ``metrics``: accuracy, F1, Matthews correlation, entity-level F1, SQuAD EM/F1.
-
-This module holds what they share: reaching the raw ``tokenizers.Tokenizer`` behind an
-``lmforge.tokenization.Tokenizer``, setting its truncation for one call without leaking that
-state, and padding a list of features into a batch.
-
-Features are plain dicts of Python lists so that datasets stay cheap to build and inspect;
-``collate`` turns a list of them into tensors. Keys it knows: ``input_ids``, ``token_type_ids``
-(padded with the pad id and 0), ``labels`` (token-level, padded with -100, which
-``torch.nn.functional.cross_entropy`` ignores), and the per-example scalars ``label``,
-``start_position`` and ``end_position``. Other keys (``word_ids``, ``offsets``,
-``example_index``) are bookkeeping for decoding and are left out of the batch.
+What they share: ``base`` (the ``Task`` base class, a training-loop ``Objective``; its options;
+the label map; tokenizer handling), ``io`` (compressed text, JSON) and ``metrics`` (F1 from
+counts). This module is the registry: ``TASKS``, ``make_task``, ``task_for_model``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
-
-import torch
-from tokenizers import Tokenizer as BackendTokenizer
-
 from lmforge.errors import UserError
+from lmforge.tasks.base import LabelMap, Task, TaskOptions
+from lmforge.tasks.classification import ClassificationTask
+from lmforge.tasks.ner import NerTask
+from lmforge.tasks.qa import QaTask
 
-# Label id that cross-entropy ignores (torch's default ignore_index); the BERT paper scores
-# only the first sub-token of each word, the rest carry this.
-IGNORE_INDEX = -100
-
-_SCALAR_KEYS = ("label", "start_position", "end_position")
-
-
-def backend_of(tokenizer: Any) -> BackendTokenizer:
-    """The raw ``tokenizers.Tokenizer``: ``tokenizer.backend`` for an lmforge Tokenizer,
-    or the object itself when it already is one."""
-    backend = getattr(tokenizer, "backend", tokenizer)
-    if not isinstance(backend, BackendTokenizer):
-        raise TypeError(f"expected an lmforge or tokenizers Tokenizer, got {type(tokenizer).__name__}")
-    return backend
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ClassificationTask, NerTask, QaTask)}
 
 
-@contextmanager
-def truncating(
-    backend: BackendTokenizer, max_length: int | None, strategy: str = "longest_first", stride: int = 0
-) -> Iterator[BackendTokenizer]:
-    """Truncate to ``max_length`` (None: not at all) with no padding inside the block, then
-    restore the backend.
-
-    The backend object may be shared with other code (the lmforge Tokenizer wrapper pads to
-    the batch), so its settings are put back exactly as they were.
-    """
-    saved_truncation, saved_padding = backend.truncation, backend.padding
-    backend.no_padding()
-    if max_length is None:
-        backend.no_truncation()
-    else:
-        backend.enable_truncation(max_length, stride=stride, strategy=strategy)
-    try:
-        yield backend
-    finally:
-        if saved_truncation is None:
-            backend.no_truncation()
-        else:
-            backend.enable_truncation(**saved_truncation)
-        if saved_padding is not None:
-            backend.enable_padding(**saved_padding)
+def make_task(name: str, options: TaskOptions, labels: LabelMap | None = None) -> Task:
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    return TASKS[name](options, labels)
 
 
-def check_max_length(backend: BackendTokenizer, max_length: int, pair: bool) -> None:
-    """A length that leaves no room for text after the special tokens is a user mistake."""
-    specials = backend.num_special_tokens_to_add(pair)
-    if max_length < specials + (2 if pair else 1):
-        raise UserError(f"max_length {max_length} leaves no room for text after {specials} special tokens")
+def task_for_model(model_task: str) -> str:
+    """The fine-tuning task name of a model's head ('sequence_classification' -> 'classification')."""
+    for name, cls in TASKS.items():
+        if cls.model_task == model_task:
+            return name
+    raise UserError(f"a {model_task} model is not fine-tuned for a task; known: {', '.join(TASKS)}")
 
 
-def collate(features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad a list of features to the longest one: a batch of (B, T) and (B,) tensors.
-
-    ``attention_mask`` is 1 on real tokens and 0 on padding (right padding, as BERT).
-    """
-    if not features:
-        raise ValueError("collate needs at least one feature")
-    length = max(len(f["input_ids"]) for f in features)
-
-    def padded(key: str, fill: int) -> torch.Tensor:
-        rows = [list(f[key]) + [fill] * (length - len(f[key])) for f in features]
-        return torch.tensor(rows, dtype=torch.long)  # (B, T)
-
-    batch = {
-        "input_ids": padded("input_ids", pad_id),
-        "attention_mask": torch.tensor(
-            [[1] * len(f["input_ids"]) + [0] * (length - len(f["input_ids"])) for f in features],
-            dtype=torch.long,
-        ),
-    }
-    if "token_type_ids" in features[0]:
-        batch["token_type_ids"] = padded("token_type_ids", 0)
-    if "labels" in features[0]:
-        batch["labels"] = padded("labels", IGNORE_INDEX)
-    for key in _SCALAR_KEYS:
-        if key in features[0]:
-            batch[key] = torch.tensor([f[key] for f in features], dtype=torch.long)  # (B,)
-    return batch
+__all__ = ["TASKS", "ClassificationTask", "LabelMap", "NerTask", "QaTask", "Task", "TaskOptions", "make_task",
+           "task_for_model"]

@@ -1,4 +1,5 @@
-"""SQuAD v1.1 span extraction: sliding-window features and answer decoding.
+"""SQuAD v1.1 span extraction (Rajpurkar et al. 2016): the reader, sliding-window features,
+answer decoding, the official scores and the ``QaTask``.
 
 Follows google-research/bert ``run_squad.py`` (BERT paper, section 4.2):
 
@@ -19,21 +20,77 @@ Follows google-research/bert ``run_squad.py`` (BERT paper, section 4.2):
 Windows come from the tokenizers library's overflow truncation, whose windows start at
 0, w - s, 2(w - s), ... for window size w and overlap s, and stop once a window reaches the
 end of the context: exactly run_squad's loop with doc_stride = w - s.
+
+Scores: exact match and token F1 after the official ``evaluate-v1.1.py`` normalisation
+(lowercase, drop punctuation, drop the articles a/an/the, squeeze whitespace), the best over
+the gold answers, 0 for a question with no prediction.
+
+The task trains (CE(start) + CE(end)) / 2 per window, as run_squad.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+import json
+import re
+import string
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from lmforge.errors import UserError
-from lmforge.tasks import backend_of, truncating
-from lmforge.tasks.readers import QAExample
+from lmforge.tasks.base import Rows, Task, backend_of, one_line, truncating, without_keys
+from lmforge.tasks.io import format_suffix, read_json
+from lmforge.tasks.metrics import f1_from_counts
 
 Offsets = tuple[int, int] | None  # character span in the context; None off the context
+
+
+@dataclass(frozen=True)
+class QAExample:
+    id: str
+    question: str
+    context: str
+    answers: list[dict[str, Any]]  # [{"text": str, "answer_start": int (char offset)}]
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+
+
+def read_squad(path: str | Path) -> list[QAExample]:
+    """Read SQuAD v1.1 JSON (``{"data": [{"paragraphs": [{"context", "qas"}]}]}``)."""
+    path = Path(path)
+    document = read_json(path)
+    try:
+        examples = [
+            QAExample(
+                id=str(qa["id"]),
+                question=qa["question"],
+                context=paragraph["context"],
+                answers=[
+                    {"text": answer["text"], "answer_start": int(answer["answer_start"])}
+                    for answer in qa["answers"]
+                ],
+            )
+            for article in document["data"]
+            for paragraph in article["paragraphs"]
+            for qa in paragraph["qas"]
+        ]
+    except (KeyError, TypeError) as error:
+        raise UserError(f"{path}: not SQuAD v1.1 JSON (missing or malformed {error})") from None
+    if not examples:
+        raise UserError(f"{path}: no questions")
+    return examples
+
+
+# ---------------------------------------------------------------------------------------
+# Windows and answers
 
 
 def prepare_qa_features(
@@ -179,3 +236,114 @@ def postprocess_qa(
             context = examples[index].context
             best[index] = (score, context[offsets[start][0] : offsets[end][1]])
     return {example.id: best[i][1] if i in best else "" for i, example in enumerate(examples)}
+
+
+# ---------------------------------------------------------------------------------------
+# Scores (evaluate-v1.1.py)
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """evaluate-v1.1.py: lowercase, remove punctuation, remove articles, squeeze whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def squad_exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def squad_f1(prediction: str, gold: str) -> float:
+    """Token-overlap F1 of the normalised answers (0 when either is empty, as in v1.1)."""
+    predicted_tokens = normalize_answer(prediction).split()
+    gold_tokens = normalize_answer(gold).split()
+    same = sum((Counter(predicted_tokens) & Counter(gold_tokens)).values())
+    return f1_from_counts(same, len(gold_tokens), len(predicted_tokens)) if same else 0.0
+
+
+def squad_scores(examples: Sequence[QAExample], predictions: Mapping[str, str]) -> dict[str, float]:
+    """Mean exact match and F1 over all examples, each the max over its gold answers."""
+    if not examples:
+        raise ValueError("no examples to score")
+    exact = f1 = 0.0
+    for example in examples:
+        if example.id not in predictions:
+            continue  # an unanswered question scores 0, as in the official script
+        golds = [answer["text"] for answer in example.answers]
+        prediction = predictions[example.id]
+        exact += max((squad_exact_match(prediction, g) for g in golds), default=0.0)
+        f1 += max((squad_f1(prediction, g) for g in golds), default=0.0)
+    return {"exact_match": exact / len(examples), "f1": f1 / len(examples)}
+
+
+# ---------------------------------------------------------------------------------------
+# The task
+
+
+class QaTask(Task):
+    """SQuAD v1.1 span extraction over sliding windows (run_squad)."""
+
+    name = "qa"
+    model_task = "question_answering"
+    metric = "f1"
+    default_max_length = 384
+    predictions_file = "predictions.json"
+
+    def check_file(self, path: str | Path) -> Path:
+        path = super().check_file(path)
+        if format_suffix(path) != ".json":
+            raise UserError(f"{path}: --task qa reads SQuAD v1.1 .json files, not '{format_suffix(path)}'")
+        return path
+
+    def read(self, path: str | Path) -> list[QAExample]:
+        return read_squad(self.check_file(path))
+
+    def encode(self, examples: Sequence[QAExample], tokenizer) -> list[dict]:
+        o = self.options
+        return prepare_qa_features(examples, tokenizer, self.max_length, o.doc_stride, o.max_query_length)
+
+    def read_inputs(self, path: str | Path, pair: bool) -> list[QAExample]:
+        """Prediction input: SQuAD-format JSON whose questions may have no answers."""
+        path = self.check_file(path)
+        document = read_json(path)
+        try:
+            return [QAExample(str(qa["id"]), qa["question"], paragraph["context"], [])
+                    for article in document["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
+        except (KeyError, TypeError) as error:
+            raise UserError(f"{path}: not SQuAD JSON (missing or malformed {error})") from None
+
+    def encode_inputs(self, examples: Sequence[QAExample], tokenizer) -> list[dict]:
+        return [without_keys(f, "start_position", "end_position") for f in self.encode(examples, tokenizer)]
+
+    def _loss(self, start: torch.Tensor, end: torch.Tensor, batch: dict) -> torch.Tensor:
+        # run_squad: the mean of the start and end cross-entropies.
+        return (F.cross_entropy(start.float(), batch["start_position"], reduction="sum")
+                + F.cross_entropy(end.float(), batch["end_position"], reduction="sum")) / 2
+
+    def loss_sums(self, model, batch: dict, unpad: bool) -> dict[str, torch.Tensor]:
+        return {self.name: self._loss(*self._forward(model, batch, unpad), batch)}
+
+    def infer_batch(self, model, batch: dict, unpad: bool) -> tuple[Rows, float, int]:
+        start, end = self._forward(model, batch, unpad)  # (B, T) each
+        starts, ends = start.float().cpu().numpy(), end.float().cpu().numpy()
+        rows = [(starts[i, :n], ends[i, :n]) for i, n in enumerate(self._lengths(batch))]
+        if "start_position" not in batch:
+            return rows, 0.0, 0
+        return rows, float(self._loss(start, end, batch)), len(rows)
+
+    def decode(self, examples: Sequence[QAExample], features, rows: Rows) -> dict[str, str]:
+        """Answer text per question id."""
+        return postprocess_qa(examples, features, [r[0] for r in rows], [r[1] for r in rows],
+                              n_best=self.options.n_best, max_answer_length=self.options.max_answer_length)
+
+    def score(self, examples: Sequence[QAExample], predictions) -> dict[str, float]:
+        return squad_scores(examples, predictions)
+
+    def write_predictions(self, path: Path, examples, predictions) -> None:
+        path.write_text(json.dumps(predictions, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    def format_predictions(self, examples, predictions) -> list[str]:
+        return [f"{e.id}\t{one_line(predictions[e.id])}" for e in examples]

@@ -2,36 +2,42 @@
 
 What it does each optimizer step:
 1. take the next global batch of example indices from a per-epoch permutation seeded by
-   (seed, epoch); under torchrun each rank takes its own slice, split into micro-batches;
+   (seed, epoch), the same on every rank; under torchrun each rank takes its own slice, split
+   into micro-batches;
 2. ask the objective for the counts its losses are averaged over (masked tokens, examples),
    summed over micro-batches and ranks, so the loss is the mean over the whole global batch
    however it is split (one process or many, any accumulation);
-3. forward/backward each micro-batch (bf16 autocast on GPU, fp32 on CPU), clip, AdamW step,
-   learning-rate schedule step;
-4. log, evaluate on held-out data and checkpoint at their intervals.
+3. seed dropout from (seed, rank, step): every rank draws its own masks, as independent
+   workers would (one seed on all ranks would drop the same units everywhere);
+4. forward/backward each micro-batch (bf16 autocast on GPU, fp32 on CPU), clip, AdamW step,
+   learning-rate schedule step (``lmforge.training.schedules``);
+5. log, evaluate on held-out data and checkpoint at their intervals.
 
 Checkpoints hold everything needed for ``resume`` to continue exactly (see checkpoint.py):
-a run killed at any moment and resumed reaches the same losses as one never interrupted.
+a run killed at any moment and resumed reaches the same losses as one never interrupted. The
+data order and the dropout masks are functions of (seed, epoch, index) and (seed, rank, step),
+so every rank resumes exactly, although only rank 0 writes the checkpoint.
 AdamW follows BERT's optimiser (no weight decay on biases and norm weights).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from lmforge.errors import UserError
+from lmforge.objectives.base import Objective
 from lmforge.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmforge.training.distributed import DistributedContext
+from lmforge.training.schedules import Schedule, warmup_then_decay
 
 
 @dataclass
@@ -44,7 +50,7 @@ class TrainConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_eps: float = 1e-6  # BERT's AdamWeightDecayOptimizer epsilon
-    warmup_steps: int = 0  # linear warmup from 0 to lr
+    warmup_steps: int = 0  # linear warmup from 0 to lr (factor step / warmup_steps)
     schedule: Literal["linear", "cosine", "constant"] = "linear"  # decay after warmup
     clip_norm: float = 1.0  # global gradient-norm clipping (0: off)
     log_every: int = 10
@@ -58,19 +64,6 @@ class TrainConfig:
     device: str = "auto"
 
 
-class Objective(Protocol):
-    """What the loop needs from an objective (MLM+NSP, classification, ...)."""
-
-    def counts(self, batch: dict) -> dict[str, int]:
-        """Per loss term, the number of items it averages over in this batch."""
-
-    def loss_sums(self, model: nn.Module, batch: dict, unpad: bool) -> dict[str, torch.Tensor]:
-        """Per loss term, the summed (not averaged) loss of this batch."""
-
-    def eval_sums(self, model: nn.Module, batch: dict, unpad: bool) -> dict[str, tuple[float, float]]:
-        """Held-out metrics as (sum, count) pairs, aggregated over batches and ranks."""
-
-
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: decay matrices, not biases or norm weights (ndim < 2)."""
     decay, no_decay = [], []
@@ -80,39 +73,44 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def warmup_then_decay(config: TrainConfig) -> Callable[[int], float]:
-    """LR multiplier: linear warmup, then linear or cosine decay to 0 at max_steps."""
-
-    def multiplier(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        if config.schedule == "constant":
-            return 1.0
-        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
-        progress = min(1.0, progress)
-        return 1.0 - progress if config.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return multiplier
+def lr_schedule(config: TrainConfig) -> Schedule:
+    """The multiplier of ``config.schedule`` after ``config.warmup_steps`` of warm-up."""
+    # A run shorter than its warm-up (a smoke test of a long recipe) ends its warm-up one step
+    # before the last, so the peak rate is reached.
+    warmup = min(config.warmup_steps, max(0, config.max_steps - 1))
+    return warmup_then_decay(config.max_steps, warmup, config.schedule)
 
 
 def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the examples in ``epoch``: the same on every rank (ranks take slices)."""
     return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
-class Trainer:
-    """Runs ``objective`` on ``model`` over ``train_data`` (a map-style dataset whose items
-    are deterministic in (epoch, index); ``set_epoch`` is called when it has one)."""
+DROPOUT_STREAM = 2  # seed stream of dropout, apart from the data order's [seed, epoch]
 
-    def __init__(self, model: nn.Module, objective: Objective, train_data, collate: Callable[[list], dict],
+
+def dropout_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed of optimizer step ``step`` on ``rank``: distinct per rank and per step,
+    and a function of them alone, so a resumed rank draws the masks it would have drawn."""
+    return int(np.random.SeedSequence([seed, DROPOUT_STREAM, rank, step]).generate_state(1, np.uint64)[0])
+
+
+class Trainer:
+    """Runs ``objective`` (a pretraining objective or a fine-tuning task,
+    ``lmforge.objectives.base.Objective``) on ``model`` over ``train_data`` (a map-style
+    dataset whose items are deterministic in (epoch, index); ``set_epoch`` is called when it
+    has one). Batches are made by ``objective.collate``."""
+
+    def __init__(self, model: nn.Module, objective: Objective, train_data,
                  config: TrainConfig, out_dir: str | Path, ctx: DistributedContext, eval_data=None,
-                 optimizer_groups: list[dict] | None = None, lr_multiplier: Callable[[int], float] | None = None,
+                 optimizer_groups: list[dict] | None = None, lr_multiplier: Schedule | None = None,
                  on_epoch: Callable[[int], None] | None = None, evaluate_fn: Callable[[], dict] | None = None,
                  token_key: str = "attention_mask", should_stop: Callable[[], bool] | None = None,
                  save_checkpoints: bool = True) -> None:
         """``should_stop`` is asked after every step (early stopping ends the run when it says
         True); ``save_checkpoints=False`` writes no checkpoints (a caller keeping its own best
         model, as fine-tuning does)."""
-        self.config, self.ctx, self.objective, self.collate = config, ctx, objective, collate
+        self.config, self.ctx, self.objective, self.collate = config, ctx, objective, objective.collate
         self.train_data, self.eval_data = train_data, eval_data
         self.out_dir = Path(out_dir)
         self.on_epoch, self.evaluate_fn, self.token_key = on_epoch, evaluate_fn, token_key
@@ -134,7 +132,7 @@ class Trainer:
         fused = {"fused": True}
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
                                            eps=config.adam_eps, **fused)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier or warmup_then_decay(config))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier or lr_schedule(config))
         self.wrapped = model
         if ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -176,6 +174,7 @@ class Trainer:
     # -- one optimizer step -----------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
         batches = self._micro_batches(self._global_batch_indices())
+        torch.manual_seed(dropout_seed(self.config.seed, self.ctx.rank, self.step))
         per_batch = [self.objective.counts(b) for b in batches]
         names = list(per_batch[0])
         counts = torch.tensor([[c[n] for n in names] for c in per_batch], dtype=torch.float64).sum(0)

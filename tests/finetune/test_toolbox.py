@@ -1,20 +1,11 @@
-"""ULMFiT toolbox: discriminative rates, STLR and warm-up schedules, gradual unfreezing."""
-
-import math
+"""ULMFiT toolbox: discriminative rates (with a schedule on top), gradual unfreezing, freezing."""
 
 import pytest
 import torch
 from torch import nn
-from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from lmforge.errors import UserError
-from lmforge.toolbox import (
-    GradualUnfreezer,
-    discriminative_param_groups,
-    freeze,
-    linear_warmup_decay,
-    slanted_triangular,
-)
+from lmforge.toolbox import GradualUnfreezer, discriminative_param_groups, freeze
+from lmforge.training.schedules import slanted_triangular
 
 
 def block(width: int = 4) -> nn.Module:
@@ -58,51 +49,6 @@ def test_discriminative_rates_drive_the_optimizer_with_a_schedule():
         scheduler.step()
     # step 10 is the peak (cut = 10): the groups' own rates
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.1, 0.1, 0.26, 0.26])
-
-
-def test_slanted_triangular_at_specific_steps():
-    stlr = slanted_triangular(1000, cut_frac=0.1, ratio=32)  # cut = 100
-    assert stlr(0) == pytest.approx(1 / 32)
-    assert stlr(50) == pytest.approx((1 + 0.5 * 31) / 32)
-    assert stlr(100) == pytest.approx(1.0)
-    # decay: p = 1 - (t - cut) / (cut * (1 / cut_frac - 1)) = 1 - 450 / 900
-    assert stlr(550) == pytest.approx((1 + 0.5 * 31) / 32)
-    assert stlr(1000) == pytest.approx(1 / 32)
-    assert stlr(1500) == pytest.approx(1 / 32)  # held at the floor past the end
-
-
-def test_slanted_triangular_uses_the_floor_of_cut_and_the_paper_denominator():
-    stlr = slanted_triangular(25, cut_frac=0.1, ratio=32)  # cut = floor(2.5) = 2, decay over 2 * 9 = 18
-    assert stlr(1) == pytest.approx((1 + 0.5 * 31) / 32)
-    assert stlr(2) == pytest.approx(1.0)
-    assert stlr(11) == pytest.approx((1 + 0.5 * 31) / 32)
-    assert stlr(20) == pytest.approx(1 / 32)
-    short = slanted_triangular(5, cut_frac=0.1)  # T * cut_frac < 1: one warm-up step anyway
-    assert (short(0), short(1)) == pytest.approx((1 / 32, 1.0))
-    with pytest.raises(UserError):
-        slanted_triangular(100, cut_frac=1.5)
-
-
-def test_linear_warmup_decay_by_hand_and_against_transformers():
-    linear = linear_warmup_decay(100, 10)
-    assert [linear(s) for s in (0, 5, 10, 55, 100, 120)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0, 0.0])
-    cosine = linear_warmup_decay(100, 10, kind="cosine")
-    assert cosine(55) == pytest.approx(0.5)
-    assert cosine(32.5) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
-    assert cosine(100) == pytest.approx(0.0, abs=1e-12)
-
-    for ours, theirs in ((linear, get_linear_schedule_with_warmup), (cosine, get_cosine_schedule_with_warmup)):
-        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-        reference = theirs(optimizer, num_warmup_steps=10, num_training_steps=100).lr_lambdas[0]
-        assert [ours(s) for s in range(101)] == pytest.approx([reference(s) for s in range(101)], abs=1e-12)
-
-
-def test_warmup_arguments_are_checked():
-    with pytest.raises(UserError, match="warmup_steps"):
-        linear_warmup_decay(10, 10)
-    with pytest.raises(UserError, match="unknown schedule kind"):
-        linear_warmup_decay(10, 1, kind="step")
-    assert linear_warmup_decay(10, 0)(0) == 1.0  # no warm-up: start at the full rate
 
 
 def trainable(groups):

@@ -5,10 +5,9 @@ from tokenizers import Tokenizer as BackendTokenizer
 from wordpiece_helpers import tiny_wordpiece as wordpiece_over
 
 from lmforge.errors import UserError
-from lmforge.tasks import IGNORE_INDEX, collate
-from lmforge.tasks.classification import LabelMap
-from lmforge.tasks.ner import align_labels, decode_word_tags, encode_ner
-from lmforge.tasks.readers import TaggedSentence
+from lmforge.objectives.base import IGNORE_INDEX, collate
+from lmforge.tasks.base import LabelMap
+from lmforge.tasks.ner import TaggedSentence, align_labels, decode_word_tags, encode_ner
 from lmforge.tokenization import Tokenizer
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "john", "lives", "in", "denver", ".", "un", "##aff", "##able"]

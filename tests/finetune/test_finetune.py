@@ -14,14 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from sklearn.metrics import f1_score as sk_f1
+from sklearn.metrics import matthews_corrcoef as sk_mcc
 
 import lmforge
 from lmforge.errors import UserError
 from lmforge.finetune import FinetuneConfig, TaskOptions, evaluate_model, predict_file, run_finetune
 from lmforge.finetune.run import EarlyStopping, choose_labels, initial_model, optimizer_groups
-from lmforge.finetune.tasks import ClassificationTask, make_task
-from lmforge.tasks.classification import LabelMap
-from lmforge.tasks.readers import ClassificationExample, read_classification, read_conll, read_squad
+from lmforge.tasks import ClassificationTask, LabelMap, make_task
+from lmforge.tasks.classification import ClassificationExample, read_classification
+from lmforge.tasks.ner import read_conll
+from lmforge.tasks.qa import read_squad
 from lmforge.tokenization import Tokenizer
 from lmforge.toolbox import GradualUnfreezer
 
@@ -91,11 +94,11 @@ def test_classification_learns_keywords_and_writes_outputs(checkpoint, tmp_path)
     summary = run_finetune(config(checkpoint, out))
     losses = training_losses(out)
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5  # falls by more than half
-    assert summary["accuracy"] >= 0.75
+    # Measured with this seed: 11 of 12 dev sentences right (0.917), eval loss 0.41; one
+    # sentence of slack, and the loss well under chance (ln 2 = 0.69).
+    assert summary["accuracy"] >= 10 / 12
+    assert summary["loss"] < 0.6
     assert summary["accuracy"] == max(r["eval_accuracy"] for r in eval_records(out))
-    for key in ("f1", "f1_macro"):
-        assert 0.0 <= summary[key] <= 1.0
-    assert -1.0 <= summary["matthews_correlation"] <= 1.0
     assert summary["task"] == "classification" and summary["checkpoint"] == str(checkpoint)
     assert summary["train_seconds"] > 0 and summary["examples_per_second"] > 0
     assert summary["labels"] == ["0", "1"] and summary["train_examples"] == 40
@@ -111,6 +114,12 @@ def test_classification_learns_keywords_and_writes_outputs(checkpoint, tmp_path)
     assert [r[1] for r in rows[1:]] == [e.label for e in dev]
     correct = sum(r[1] == r[2] for r in rows[1:]) / len(dev)
     assert correct == pytest.approx(summary["accuracy"])
+    # The other metrics are those of the written predictions, positive class "1".
+    gold, predicted = [int(r[1]) for r in rows[1:]], [int(r[2]) for r in rows[1:]]
+    assert summary["f1"] == pytest.approx(sk_f1(gold, predicted, pos_label=1))
+    assert summary["f1_macro"] == pytest.approx(sk_f1(gold, predicted, average="macro"))
+    assert summary["matthews_correlation"] == pytest.approx(sk_mcc(gold, predicted))
+    assert summary["matthews_correlation"] > 0.6
     assert all(0.5 <= float(r[3]) <= 1.0 for r in rows[1:])
 
     # The saved model is the best epoch's: it reloads with its labels and scores the same.
@@ -124,22 +133,31 @@ def test_classification_learns_keywords_and_writes_outputs(checkpoint, tmp_path)
 
 
 def test_sentence_pairs(checkpoint, tmp_path):
+    # 16 paraphrase pairs are too few to generalise from (the dev accuracy stays at chance), but
+    # a model that sees both sentences fits them: scored on the training pairs themselves.
     out = tmp_path / "mrpc"
-    summary = run_finetune(config(checkpoint, out, files=MRPC, epochs=2))
-    assert 0.0 <= summary["accuracy"] <= 1.0 and "f1" in summary
+    summary = run_finetune(config(checkpoint, out, files=(MRPC[0], MRPC[0]), epochs=8))
+    losses = training_losses(out)
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1  # measured 0.69 -> 0.54
+    assert summary["accuracy"] >= 14 / 16  # measured 16 of 16
+    assert summary["f1"] >= 0.8
     rows = [line.split("\t") for line in (out / "predictions.tsv").read_text().splitlines()]
     assert rows[0] == ["text", "pair", "gold", "predicted", "probability"]
-    first = read_classification(MRPC[1])[0]
-    assert rows[1][:3] == [first.text, first.pair, first.label]
+    pairs = read_classification(MRPC[0])
+    assert [row[:3] for row in rows[1:]] == [[e.text, e.pair, e.label] for e in pairs]
+    # Both sentences reach the model, in two segments.
+    task = make_task("classification", TaskOptions(max_length=128), LabelMap(["0", "1"]))
+    features = task.encode(pairs, lmforge.load_tokenizer(checkpoint))
+    assert all(set(f["token_type_ids"]) == {0, 1} for f in features)
 
 
 def test_ner_learns_entities(checkpoint, tmp_path):
     out = tmp_path / "ner"
     summary = run_finetune(config(checkpoint, out, task="ner", files=CONLL, epochs=8))
     losses = training_losses(out)
-    assert losses[-1] < 0.5 * losses[0]
-    assert summary["f1"] > 0.5
-    assert 0.0 <= summary["precision"] <= 1.0 and 0.0 <= summary["recall"] <= 1.0
+    assert losses[-1] < 0.2 * losses[0]  # measured 2.06 -> 0.10
+    # Measured: every dev entity found, none extra (precision = recall = 1).
+    assert summary["f1"] >= 0.8 and summary["precision"] >= 0.8 and summary["recall"] >= 0.8
     model = lmforge.load_model(out / "model")
     assert model.task == "token_classification"
     assert set(model.config.labels) == {"O", "B-PER", "I-PER", "B-LOC", "B-ORG", "I-ORG", "B-MISC"}
@@ -158,12 +176,22 @@ def test_qa_over_windows(checkpoint, tmp_path):
                                   doc_stride=16))
     assert summary["train_sequences"] > 2 * summary["train_examples"]
     losses = training_losses(out)
-    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
-    assert 0.0 <= summary["exact_match"] <= summary["f1"] <= 1.0
+    assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3  # measured 3.80 -> 1.37
+    # Measured: one of the five dev answers exact ("seven"), F1 0.275; chance is about 0.
+    assert summary["exact_match"] >= 0.2 and summary["f1"] >= 0.2
     predictions = json.loads((out / "predictions.json").read_text())
     dev = read_squad(SQUAD[1])
     assert list(predictions) == [e.id for e in dev]
-    assert all(answer in e.context for e, answer in zip(dev, predictions.values()))
+    # Every answer is a non-empty span of whole context tokens in one window, at most
+    # max_answer_length (30) tokens long: the text between the offsets of its first and last token.
+    task = make_task("qa", TaskOptions(max_length=48, doc_stride=16))
+    features = task.encode(dev, lmforge.load_tokenizer(out / "model"))
+    for index, example in enumerate(dev):
+        spans = set()
+        for feature in (f for f in features if f["example_index"] == index):
+            context = [span for span in feature["offsets"] if span is not None]
+            spans |= {example.context[a[0]:b[1]] for i, a in enumerate(context) for b in context[i:i + 30]}
+        assert predictions[example.id] and predictions[example.id] in spans, example.id
     assert lmforge.load_model(out / "model").task == "question_answering"
 
 

@@ -10,19 +10,9 @@ from sklearn.metrics import f1_score as sk_f1
 from sklearn.metrics import matthews_corrcoef as sk_mcc
 
 from lmforge.errors import UserError
-from lmforge.tasks.metrics import (
-    accuracy,
-    entities,
-    entity_scores,
-    f1_binary,
-    f1_macro,
-    matthews_corrcoef,
-    normalize_answer,
-    squad_exact_match,
-    squad_f1,
-    squad_scores,
-)
-from lmforge.tasks.readers import QAExample
+from lmforge.tasks.classification import accuracy, f1_binary, f1_macro, matthews_corrcoef
+from lmforge.tasks.ner import entities, entity_scores
+from lmforge.tasks.qa import QAExample, normalize_answer, squad_exact_match, squad_f1, squad_scores
 
 # TP = 2 (0, 3), TN = 1 (4), FP = 1 (1), FN = 1 (2)
 GOLD = [1, 0, 1, 1, 0]

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from lmforge.objectives.masking import IGNORE_INDEX, MaskingPolicy, mask_tokens, num_to_predict
+from lmforge.objectives.base import IGNORE_INDEX
+from lmforge.objectives.mlm import MaskingPolicy, mask_tokens, num_to_predict
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIALS = frozenset({PAD, CLS, SEP, MASK})

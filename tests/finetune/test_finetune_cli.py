@@ -10,7 +10,9 @@ import pytest
 
 import lmforge
 from lmforge.cli import main
-from lmforge.tasks.readers import read_classification, read_conll, read_squad
+from lmforge.tasks.classification import read_classification
+from lmforge.tasks.ner import read_conll
+from lmforge.tasks.qa import read_squad
 from lmforge.tokenization import Tokenizer
 
 from finetune_samples import CONLL, DATA, MRPC, SQUAD, SST2, one_thread  # noqa: F401 (fixture)

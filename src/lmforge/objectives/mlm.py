@@ -1,4 +1,5 @@
-"""BERT masked-LM corruption of one sequence, and the seeding that makes it dynamic or static.
+"""BERT's masked-LM objective: corruption of one sequence, the seeding that makes it dynamic or
+static, and the loss (with BERT's next-sentence loss when the batch has sentence pairs).
 
 Follows ``create_masked_lm_predictions`` in google-research/bert ``create_pretraining_data.py``
 (Devlin et al. 2019, section 3.1 and appendix A.1): [CLS]/[SEP] are never candidates, candidates
@@ -12,6 +13,11 @@ stream does not.
 Dynamic masking (RoBERTa, Liu et al. 2019, section 4.1) seeds each mask from
 ``(seed, epoch, index)``, as fairseq's datasets do: every pass sees a fresh mask, and any pass
 can be replayed.
+
+The loss follows ``get_masked_lm_output`` and ``get_next_sentence_output`` in google-research/bert
+``run_pretraining.py``: cross-entropy over the chosen positions only (the vocabulary head runs
+on those alone, as the reference gathers ``max_predictions_per_seq`` positions), plus the NSP
+cross-entropy per sequence (``lmforge.objectives.sentence_pairs``), summed.
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-IGNORE_INDEX = -100  # label of positions that do not contribute to the loss (torch's default)
+from lmforge.objectives.base import IGNORE_INDEX, Objective
+from lmforge.objectives.sentence_pairs import next_sentence_eval_sums, next_sentence_loss_sum
 
 # Independent seed streams, so the masks never reuse the draws that built the instances.
 MASK_STREAM = 1
@@ -131,3 +140,42 @@ class MaskingPolicy:
 
     def rng(self, epoch: int, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, MASK_STREAM, self.mask_round(epoch), index])
+
+
+class MaskedLMObjective(Objective):
+    """MLM loss over the chosen positions (``labels != IGNORE_INDEX``), plus the next-sentence
+    loss when the batch has ``next_sentence_label``. Sums here; the loop divides by the global
+    counts (chosen tokens for MLM, sequences for NSP)."""
+
+    def __init__(self, pad_id: int = 0) -> None:
+        self.pad_id = pad_id
+
+    def counts(self, batch: dict) -> dict[str, int]:
+        counts = {"mlm": int((batch["labels"] != IGNORE_INDEX).sum())}
+        if "next_sentence_label" in batch:
+            counts["nsp"] = int(batch["next_sentence_label"].numel())
+        return counts
+
+    def _forward(self, model, batch: dict, unpad: bool):
+        chosen = batch["labels"] != IGNORE_INDEX
+        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                    predict_mask=chosen, unpad=unpad)
+        return out, batch["labels"][chosen]
+
+    def loss_sums(self, model, batch: dict, unpad: bool) -> dict[str, torch.Tensor]:
+        out, targets = self._forward(model, batch, unpad)
+        sums = {"mlm": F.cross_entropy(out.mlm_logits.float(), targets, reduction="sum")}
+        if "next_sentence_label" in batch:
+            sums["nsp"] = next_sentence_loss_sum(out.pair_logits, batch["next_sentence_label"])
+        return sums
+
+    def eval_sums(self, model, batch: dict, unpad: bool) -> dict[str, tuple[float, float]]:
+        out, targets = self._forward(model, batch, unpad)
+        n = targets.numel()
+        metrics = {
+            "mlm_loss": (float(F.cross_entropy(out.mlm_logits.float(), targets, reduction="sum")), n),
+            "mlm_accuracy": (float((out.mlm_logits.argmax(-1) == targets).sum()), n),
+        }
+        if "next_sentence_label" in batch:
+            metrics.update(next_sentence_eval_sums(out.pair_logits, batch["next_sentence_label"]))
+        return metrics

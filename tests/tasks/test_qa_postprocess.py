@@ -6,8 +6,7 @@ from tokenizers import Tokenizer as BackendTokenizer
 from wordpiece_helpers import tiny_wordpiece as wordpiece_over
 
 from lmforge.errors import UserError
-from lmforge.tasks.qa import postprocess_qa, prepare_qa_features
-from lmforge.tasks.readers import QAExample
+from lmforge.tasks.qa import QAExample, postprocess_qa, prepare_qa_features
 from lmforge.tokenization import Tokenizer
 
 WORDS = [f"w{i}" for i in range(30)]

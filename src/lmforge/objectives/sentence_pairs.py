@@ -1,4 +1,5 @@
-"""Next-sentence-prediction instances: sentence pairs (A, B) cut from document-level text.
+"""Next-sentence prediction (NSP): sentence pairs (A, B) cut from document-level text, and
+their loss.
 
 Follows ``create_instances_from_document`` and ``truncate_seq_pair`` in google-research/bert
 ``create_pretraining_data.py`` (Devlin et al. 2019, section 3.1), with the reference's draws
@@ -29,6 +30,9 @@ A document is given as token offsets (the layout of ``lmforge.data.shards``): se
 is ``tokens[sentence_offsets[s]:sentence_offsets[s + 1]]`` and document ``d`` holds sentences
 ``document_offsets[d]:document_offsets[d + 1]``. Sentences of a document are contiguous, so an
 instance is four token offsets: A = ``tokens[a_start:a_end]``, B = ``tokens[b_start:b_end]``.
+
+The loss is ``get_next_sentence_output`` of ``run_pretraining.py``: cross-entropy of the
+two-way classifier on the pooled [CLS] vector, label 1 = B is a random sentence.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-NSP_STREAM = 0  # seed stream of instance creation (masks use lmforge.objectives.masking.MASK_STREAM)
+NSP_STREAM = 0  # seed stream of instance creation (masks use lmforge.objectives.mlm.MASK_STREAM)
 
 # Columns of an instance table.
 A_START, A_END, B_START, B_END, IS_RANDOM_NEXT = range(5)
@@ -185,3 +191,16 @@ def assemble_pair(
     token_type_ids = np.zeros(len(input_ids), dtype=np.int64)
     token_type_ids[len(a) + 2 :] = 1
     return input_ids, token_type_ids
+
+
+def next_sentence_loss_sum(pair_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed NSP cross-entropy of a batch: ``pair_logits`` (B, 2), ``labels`` (B,)."""
+    return F.cross_entropy(pair_logits.float(), labels, reduction="sum")
+
+
+def next_sentence_eval_sums(pair_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[float, int]]:
+    """Held-out NSP loss and accuracy as (sum, count) pairs."""
+    return {
+        "nsp_loss": (float(next_sentence_loss_sum(pair_logits, labels)), labels.numel()),
+        "nsp_accuracy": (float((pair_logits.argmax(-1) == labels).sum()), labels.numel()),
+    }

@@ -10,16 +10,11 @@ from tokenizers import Tokenizer as BackendTokenizer
 from wordpiece_helpers import tiny_wordpiece as wordpiece_over
 
 from lmforge.errors import UserError
-from lmforge.tasks import collate
-from lmforge.tasks.classification import LabelMap, encode_classification
-from lmforge.tasks.readers import (
-    ClassificationExample,
-    QAExample,
-    TaggedSentence,
-    read_classification,
-    read_conll,
-    read_squad,
-)
+from lmforge.objectives.base import collate
+from lmforge.tasks.base import LabelMap
+from lmforge.tasks.classification import ClassificationExample, encode_classification, read_classification
+from lmforge.tasks.ner import TaggedSentence, read_conll
+from lmforge.tasks.qa import QAExample, read_squad
 
 # Byte-for-byte the shapes of GLUE's files: SST-2 keeps a space before the tab, MRPC has bare
 # double quotes, RTE has an index column.

@@ -15,7 +15,7 @@ from lmforge.errors import UserError
 from lmforge.pretraining import load_recipe, run_pretraining
 from lmforge.training.loop import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "pretrain" / "tiny.yaml"
 NO_DROPOUT = ["model.config={hidden_dropout: 0.0, attention_dropout: 0.0}"]
 

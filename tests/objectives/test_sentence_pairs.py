@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from lmforge.objectives.nsp import (
+from lmforge.objectives.sentence_pairs import (
     A_END,
     A_START,
     B_END,

@@ -1,0 +1,243 @@
+"""What the fine-tuning tasks share (BERT paper, section 4; Devlin et al. 2019): the ``Task``
+base class, its options, the label map, and the tokenizer handling of encoding.
+
+A ``Task`` is the ``lmforge.objectives.base.Objective`` of a fine-tuning run: the training loop
+(``lmforge.training.loop.Trainer``) collates its features and sums its losses exactly as it
+does a pretraining objective's. Encoding reaches the raw ``tokenizers.Tokenizer`` behind an
+``lmforge.tokenization.Tokenizer`` and sets its truncation for one call without leaking that
+state. Features are plain dicts of Python lists, cheap to build and inspect; the one
+``collate`` turns a list of them into tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer as BackendTokenizer
+
+from lmforge.errors import UserError
+from lmforge.objectives.base import Objective
+
+Rows = list[Any]  # one model output per feature (probabilities, token predictions, span logits)
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """What reading, encoding and decoding need; the CLI flags of the same names."""
+
+    max_length: int | None = None  # None: the task's default (128, or 384 for qa)
+    text_column: str | None = None
+    pair_column: str | None = None
+    label_column: str | None = None
+    doc_stride: int = 128  # qa: step between window starts (run_squad)
+    max_query_length: int = 64  # qa: question tokens kept (run_squad)
+    max_answer_length: int = 30  # qa: longest answer span in tokens (run_squad)
+    n_best: int = 20  # qa: start/end candidates per window (run_squad)
+
+
+class LabelMap:
+    """String labels <-> ids 0..n-1 in a stable, sorted order (numerically when every label is
+    an integer, so "2" < "10"), saved as the ``id2label``/``label2id`` pair that Hugging Face
+    configs also carry. Classification labels and NER tags both use it."""
+
+    def __init__(self, labels: Sequence[str]) -> None:
+        if len(set(labels)) != len(labels):
+            raise UserError(f"duplicate labels in {list(labels)}")
+        self.labels: list[str] = list(labels)
+        self._ids = {label: index for index, label in enumerate(self.labels)}
+
+    @classmethod
+    def from_labels(cls, labels: Iterable[str]) -> LabelMap:
+        """The sorted set of the labels seen (e.g. all training labels or tags)."""
+        unique = set(labels)
+        if not unique:
+            raise UserError("no labels to build a label map from")
+        if all(_is_int(label) for label in unique):
+            return cls(sorted(unique, key=int))
+        return cls(sorted(unique))
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> LabelMap:
+        """Inverse of ``to_dict``; ``id2label`` keys may be ints or strings (JSON)."""
+        id2label = {int(index): str(label) for index, label in saved["id2label"].items()}
+        if sorted(id2label) != list(range(len(id2label))):
+            raise UserError(f"label ids must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
+        return cls([id2label[index] for index in range(len(id2label))])
+
+    def to_dict(self) -> dict[str, dict]:
+        return {
+            "id2label": dict(enumerate(self.labels)),
+            "label2id": dict(self._ids),
+        }
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LabelMap) and self.labels == other.labels
+
+    def __repr__(self) -> str:
+        return f"LabelMap({self.labels})"
+
+    def id_of(self, label: str) -> int:
+        try:
+            return self._ids[label]
+        except KeyError:
+            raise UserError(f"unknown label {label!r} (known: {', '.join(self.labels)})") from None
+
+    def label_of(self, index: int) -> str:
+        return self.labels[index]
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def backend_of(tokenizer: Any) -> BackendTokenizer:
+    """The raw ``tokenizers.Tokenizer``: ``tokenizer.backend`` for an lmforge Tokenizer,
+    or the object itself when it already is one."""
+    backend = getattr(tokenizer, "backend", tokenizer)
+    if not isinstance(backend, BackendTokenizer):
+        raise TypeError(f"expected an lmforge or tokenizers Tokenizer, got {type(tokenizer).__name__}")
+    return backend
+
+
+@contextmanager
+def truncating(
+    backend: BackendTokenizer, max_length: int | None, strategy: str = "longest_first", stride: int = 0
+) -> Iterator[BackendTokenizer]:
+    """Truncate to ``max_length`` (None: not at all) with no padding inside the block, then
+    restore the backend.
+
+    The backend object may be shared with other code (the lmforge Tokenizer wrapper pads to
+    the batch), so its settings are put back exactly as they were.
+    """
+    saved_truncation, saved_padding = backend.truncation, backend.padding
+    backend.no_padding()
+    if max_length is None:
+        backend.no_truncation()
+    else:
+        backend.enable_truncation(max_length, stride=stride, strategy=strategy)
+    try:
+        yield backend
+    finally:
+        if saved_truncation is None:
+            backend.no_truncation()
+        else:
+            backend.enable_truncation(**saved_truncation)
+        if saved_padding is not None:
+            backend.enable_padding(**saved_padding)
+
+
+def check_max_length(backend: BackendTokenizer, max_length: int, pair: bool) -> None:
+    """A length that leaves no room for text after the special tokens is a user mistake."""
+    specials = backend.num_special_tokens_to_add(pair)
+    if max_length < specials + (2 if pair else 1):
+        raise UserError(f"max_length {max_length} leaves no room for text after {specials} special tokens")
+
+
+def one_line(text: str) -> str:
+    """One TSV field: tabs and line breaks inside a text would break the columns."""
+    return " ".join(text.split())
+
+
+def without_keys(feature: dict, *keys: str) -> dict:
+    return {k: v for k, v in feature.items() if k not in keys}
+
+
+class Task(Objective):
+    """A fine-tuning task: what the training loop trains (``Objective``: collation and summed
+    losses) plus reading, encoding, decoding, scoring and writing. Subclasses fill in the
+    format- and head-specific parts.
+
+    ``labels`` (the label map) and ``pad_id`` (the tokenizer's) are set once the data and
+    the checkpoint are known.
+    """
+
+    name = ""
+    model_task = ""  # the lmforge task model it trains (encoder.TASK_MODELS key)
+    metric = ""  # the eval metric early stopping maximises
+    default_max_length = 128
+    predictions_file = ""
+
+    def __init__(self, options: TaskOptions, labels: LabelMap | None = None, pad_id: int = 0) -> None:
+        self.options = options
+        self.labels = labels
+        self.pad_id = pad_id
+
+    @property
+    def max_length(self) -> int:
+        return self.options.max_length or self.default_max_length
+
+    # -- files ------------------------------------------------------------------------------
+    def check_file(self, path: str | Path) -> Path:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"no such file: {path}")
+        return path
+
+    def read(self, path: str | Path) -> list:
+        """The labelled examples of a file."""
+        raise NotImplementedError
+
+    def read_inputs(self, path: str | Path, pair: bool) -> list:
+        """Examples to predict on, from raw input (their targets are placeholders)."""
+        raise NotImplementedError
+
+    def label_names(self, examples: Sequence[Any]) -> list[str]:
+        """The labels seen in ``examples`` (none for qa)."""
+        return []
+
+    def encode(self, examples: Sequence[Any], tokenizer) -> list[dict]:
+        """Features (``lmforge.objectives.base.collate`` keys, unpadded) with their targets."""
+        raise NotImplementedError
+
+    def encode_inputs(self, examples: Sequence[Any], tokenizer) -> list[dict]:
+        """Features without targets, for prediction."""
+        raise NotImplementedError
+
+    def decode(self, examples, features, rows: Rows):
+        """Predictions from the per-feature model outputs of ``infer_batch``."""
+        raise NotImplementedError
+
+    def score(self, examples, predictions) -> dict[str, float]:
+        raise NotImplementedError
+
+    def write_predictions(self, path: Path, examples, predictions) -> None:
+        raise NotImplementedError
+
+    def format_predictions(self, examples, predictions) -> list[str]:
+        """One line per example, for ``lmforge predict``."""
+        raise NotImplementedError
+
+    # -- the Objective protocol of the training loop (collate comes from Objective) --------
+    def counts(self, batch: dict) -> dict[str, int]:
+        return {self.name: int(batch["input_ids"].shape[0])}
+
+    def loss_sums(self, model, batch: dict, unpad: bool) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def eval_sums(self, model, batch: dict, unpad: bool) -> dict[str, tuple[float, float]]:
+        _, loss, count = self.infer_batch(model, batch, unpad)
+        return {"loss": (loss, count)}
+
+    def infer_batch(self, model, batch: dict, unpad: bool) -> tuple[Rows, float, int]:
+        """Per-row outputs of a batch, with the summed loss and its count (0, 0 without targets)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _forward(model, batch: dict, unpad: bool):
+        return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), unpad=unpad)
+
+    @staticmethod
+    def _lengths(batch: dict) -> list[int]:
+        return batch["attention_mask"].sum(1).tolist()
