@@ -167,3 +167,64 @@ def check_out_file(path: str | os.PathLike, flag: str) -> Path:
     if parent.exists() and not parent.is_dir():
         raise UserError(f"{flag} {path}: {parent} is a file, not a directory")
     return path
+
+
+# -- what a pretraining run's prepared data was made from ---------------------------------------
+DATA_SOURCE = "data_source.json"
+
+
+def data_source(corpus: list[str], tokenizer: str, vocab_size: int, lowercase: bool,
+                heldout_fraction: float, heldout_docs: int, seed: int) -> dict:
+    """What OUT/data is built from: the corpus files (resolved path and size), the tokenizer
+    (a directory, or the settings of the one trained) and the held-out choice."""
+    files = [{"path": str(Path(p).resolve()), "bytes": Path(p).stat().st_size if Path(p).is_file() else None}
+             for p in corpus]
+    made_by = {"dir": str(Path(tokenizer).resolve())} if tokenizer else {
+        "train": "wordpiece", "vocab_size": vocab_size, "lowercase": lowercase}
+    return {"corpus": files, "tokenizer": made_by, "heldout_fraction": heldout_fraction,
+            "heldout_docs": heldout_docs, "seed": seed}
+
+
+def recorded_data_source(out: Path) -> dict | None:
+    import json
+
+    path = Path(out) / DATA_SOURCE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+
+
+def record_data_source(out: Path, source: dict) -> None:
+    import json
+
+    write_text_atomic(Path(out) / DATA_SOURCE, json.dumps(source, indent=2) + "\n")
+
+
+def check_data_source(out: Path, source: dict, resuming: bool) -> bool:
+    """True when OUT/data can be reused for ``source``. A run with checkpoints cannot change its
+    data (UserError); a fresh run's stale data (an earlier failed attempt with another corpus or
+    vocabulary) is removed so it is rebuilt, never silently trained on."""
+    out = Path(out)
+    if not (out / "data" / "manifest.json").is_file():
+        return False
+    recorded = recorded_data_source(out)
+    if recorded == source or (recorded is None and resuming):
+        return True  # same data, or a run from before the record existed
+    if resuming:
+        changed = [key for key in source if recorded.get(key) != source[key]]
+        raise UserError(f"{out / 'data'} was prepared from other data than the recipe names "
+                        f"(differs in {', '.join(changed)}); a resumed run keeps its data: restore the recipe's "
+                        "data section or start a new --out")
+    own_tokenizer = source["tokenizer"].get("dir") != str((out / "tokenizer").resolve())
+    for name in ("data", "tokenizer", DATA_SOURCE):
+        path = out / name
+        if name == "tokenizer" and not own_tokenizer:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    return False
