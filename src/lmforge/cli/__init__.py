@@ -16,6 +16,7 @@ import argparse
 import errno
 import importlib
 import os
+import pickle
 import sys
 
 from lmforge.errors import UserError
@@ -50,6 +51,14 @@ def describe_os_error(error: OSError) -> str:
     return f"{reason}: {error.filename}" if error.filename else reason
 
 
+def describe_unpickling_error(error: Exception) -> str:
+    """torch's restricted unpickler explains itself in a page; keep the line that says what it refused."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    refused = next((line for line in lines if line.startswith("WeightsUnpickler error")), lines[0] if lines else "")
+    return (f"refusing to load a pickle that holds more than tensors and plain data "
+            f"(a .bin or .pt file can run code when loaded): {refused[:200]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -63,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except pickle.UnpicklingError as error:
+        if debug:
+            raise
+        print(f"error: {describe_unpickling_error(error)}", file=sys.stderr)
         return 2
     except OSError as error:
         if debug:
