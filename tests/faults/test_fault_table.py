@@ -231,6 +231,10 @@ FAULTS = [
                         "--train", str(Path(__file__).parents[2] / "data/glue-sample/sst2-train.tsv"),
                         "--eval", str(Path(__file__).parents[2] / "data/glue-sample/sst2-dev.tsv"),
                         "--out", str(_pretrain_run(t, a))], 2, "pretraining run", unchanged=("run",)),
+    Fault("demo-over-pretrain-run", "data loss",
+          lambda t, a: (lambda out: lambda: __import__("lmforge.demo", fromlist=["main"]).main(
+              ["--out", str(out), "--steps", "1"]))(_pretrain_run(t, a)),
+          2, "not an earlier demo run", unchanged=("run",)),
     Fault("resume-with-bad-preset-leaves-nothing", "data loss",
           lambda t, a: _recipe(t, a, "model.preset=bert-huge") + ["--out", str(_pretrain_run(t, a)), "--resume"],
           2, "unknown preset", unchanged=("run",)),
@@ -362,8 +366,8 @@ def test_fault(fault: Fault, assets: Assets, tmp_path: Path, capsys, monkeypatch
     capsys.readouterr()
     if callable(action):
         try:
-            action()
-            code, err = 0, ""
+            result = action()
+            code, err = (result if isinstance(result, int) else 0), capsys.readouterr().err
         except UserError as error:
             code, err = 2, f"error: {error}\n"
     else:
