@@ -45,10 +45,10 @@ def check_device(device: str, flag: str = "--device") -> None:
             raise UserError(f"{flag} {device}: CUDA is not available on this machine (use cpu or auto)")
 
 
-def check_input_file(path: str | Path, flag: str) -> Path:
+def check_input_file(path: str | Path, flag: str, noun: str = "file") -> Path:
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{flag}: no such file {path}")
+        raise UserError(f"{flag}: no such {noun} {path}")
     if not path.is_file():
         raise UserError(f"{flag} {path} is a directory; give a file")
     return path

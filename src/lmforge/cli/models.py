@@ -138,7 +138,7 @@ def run_features(args: argparse.Namespace) -> int:
     from lmforge.features import extract_features
     from lmforge.training.rundir import check_out_file
 
-    path = check_input_file(args.input, "--input")
+    path = check_input_file(args.input, "--input", "input file")
     out = check_out_file(args.out, "--out")
     if Path(out).suffix not in (".npy", ".safetensors"):
         raise UserError(f"--out {out}: name a .npy or .safetensors file")
