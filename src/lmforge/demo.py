@@ -17,6 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "pretrain" / "bert-mini.yaml"
+DEMO_MARKER = ".lmforge-demo"
 PROBES = [
     "the jury said it did not find any [MASK] of the law .",
     "he walked into the [MASK] and sat down .",
@@ -43,11 +44,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
     out = Path(args.out)
-    if out.exists():
-        if not (out / "recipe.json").is_file():
-            print(f"error: {out} exists and is not an earlier demo run; choose another --out", file=sys.stderr)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        # Only a directory this demo made (its marker file) is replaced, never another run.
+        if not (out / DEMO_MARKER).is_file():
+            print(f"error: --out {out} exists and is not an earlier demo run; choose another --out", file=sys.stderr)
             return 2
         shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("written by python -m lmforge.demo; the next demo run may replace this directory\n")
     overrides = [f"data.corpus=[{args.corpus}]"]
     if args.steps:
         overrides.append(f"train.max_steps={args.steps}")

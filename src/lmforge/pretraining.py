@@ -78,8 +78,12 @@ def _prepare_data(recipe: PretrainRecipe, out: Path, is_main: bool) -> Path:
         if not Path(path).is_file():
             raise UserError(f"data.corpus: no such file {path}")
     prepared = out / "data"
-    if (prepared / "manifest.json").is_file():
-        return prepared  # resumed run: same data
+    from lmforge.training.rundir import check_data_source, data_source, record_data_source
+
+    source = data_source(data.corpus, data.tokenizer, data.vocab_size, data.lowercase, data.heldout_fraction,
+                         data.heldout_docs, recipe.train.seed)
+    if check_data_source(out, source, resuming=(out / "checkpoints").exists()):
+        return prepared  # resumed run: same data (stale data of a failed attempt is removed instead)
     if is_main:
         from lmforge.data.prepare import prepare_corpus
         from lmforge.tokenization import Tokenizer
@@ -92,6 +96,7 @@ def _prepare_data(recipe: PretrainRecipe, out: Path, is_main: bool) -> Path:
                             lowercase=data.lowercase).save(tokenizer_dir)
         prepare_corpus(data.corpus, tokenizer_dir, prepared, heldout_fraction=data.heldout_fraction,
                        heldout_docs=data.heldout_docs or None, seed=recipe.train.seed)
+        record_data_source(out, source)
     return prepared
 
 

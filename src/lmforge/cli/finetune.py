@@ -8,9 +8,16 @@ keys with underscores) that flags override; both are validated against ``Finetun
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+from lmforge.cli._common import check_device, check_input_file, check_model_dir, non_negative_int, positive_int, reading
 from lmforge.errors import UserError
+
+# What an interrupted `lmforge finetune` leaves before its first epoch ends: the same --out may be reused.
+_INTERRUPTED_FINETUNE = {"metrics.jsonl", "train_config.json", ".model.tmp"}
+# The keys of the metrics.json that `lmforge evaluate` writes (a fine-tuning run's has "settings").
+_EVALUATE_KEYS = {"task", "model", "data", "examples"}
 
 _TASK_HELP = "classification (single sentences or pairs), ner (CoNLL tagging) or qa (SQuAD v1.1 spans)"
 
@@ -74,8 +81,10 @@ def register(subparsers) -> None:
     ev.add_argument("--task", choices=["classification", "ner", "qa"], help=_TASK_HELP + "; default: the model's")
     ev.add_argument("--data", required=True, help="labelled file in the task's format")
     ev.add_argument("--out", help="directory for metrics.json and the predictions")
-    ev.add_argument("--batch-size", type=int, default=64)
-    ev.add_argument("--limit", type=int, default=0, help="score the first N examples (default: all)")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="replace metrics and predictions that another command wrote (once the new ones are complete)")
+    ev.add_argument("--batch-size", type=positive_int, default=64)
+    ev.add_argument("--limit", type=non_negative_int, default=0, help="score the first N examples (default: all)")
     ev.add_argument("--device", default="auto")
     _task_options(ev, default=None)
     ev.set_defaults(func=run_evaluate)
@@ -90,7 +99,7 @@ def register(subparsers) -> None:
     pr.add_argument("--input", required=True, help="input file")
     pr.add_argument("--pair", action="store_true", help="classification: lines are 'text<TAB>second text'")
     pr.add_argument("--out", help="write the lines to this file instead of standard output")
-    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--batch-size", type=positive_int, default=64)
     pr.add_argument("--device", default="auto")
     _task_options(pr, default=None)
     pr.set_defaults(func=run_predict)
@@ -106,10 +115,29 @@ def finetune_config(args: argparse.Namespace):
     return build_dataclass(FinetuneConfig, {**settings, **flags})
 
 
+def _check_finetune_out(out: Path) -> None:
+    from lmforge.training.rundir import describe
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory")
+    if out.is_dir():
+        names = {entry.name for entry in out.iterdir()}
+        if names and not names <= _INTERRUPTED_FINETUNE:
+            raise UserError(f"--out {out} already holds {describe(out)}; choose another --out")
+
+
 def run_finetune(args: argparse.Namespace) -> int:
     from lmforge.finetune import run_finetune as finetune
 
-    finetune(finetune_config(args))
+    cfg = finetune_config(args)
+    cfg.validate()
+    _check_finetune_out(Path(cfg.out))
+    check_device(cfg.device)
+    check_input_file(cfg.train, "--train")
+    check_input_file(cfg.eval, "--eval")
+    check_model_dir(cfg.model)
+    with reading([cfg.train, cfg.eval]):
+        finetune(cfg)
     return 0
 
 
@@ -121,11 +149,55 @@ def _options(args: argparse.Namespace):
     return TaskOptions(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    from lmforge.finetune import evaluate_model
+def _written_by_evaluate(metrics: Path) -> bool:
+    try:
+        data = json.loads(metrics.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and _EVALUATE_KEYS <= set(data) and "settings" not in data
 
-    result = evaluate_model(args.model, args.task, args.data, args.out, _options(args), args.batch_size,
-                            args.device, args.limit)
+
+def _check_evaluate_target(target: Path, flag: str, overwrite: bool) -> None:
+    """evaluate may replace its own earlier metrics.json and predictions; anything else
+    (a fine-tuning run's metrics.json, its model) only with --overwrite."""
+    from lmforge.training.rundir import describe
+
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{flag} {target} is a file; give a directory")
+    if overwrite or not target.is_dir():
+        return
+    metrics = target / "metrics.json"
+    if metrics.exists() and not _written_by_evaluate(metrics):
+        raise UserError(f"{flag} {target} holds {describe(target)} whose metrics.json evaluate did not write; "
+                        f"choose another {flag} or pass --overwrite")
+    if flag == "--out" and (target / "model").exists():
+        raise UserError(f"--out {target} holds {describe(target)}; choose another --out or pass --overwrite")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    from lmforge.finetune import evaluate_model
+    from lmforge.training.rundir import fsync_dir, fsync_tree
+
+    check_model_dir(args.model)
+    check_input_file(args.data, "--data")
+    check_device(args.device)
+    target = Path(args.out) if args.out else Path(args.model)
+    _check_evaluate_target(target, "--out" if args.out else "--model", args.overwrite)
+    target.mkdir(parents=True, exist_ok=True)
+    # Written beside the target first, then renamed over it file by file: an error or a full
+    # disk midway leaves the earlier outputs as they were.
+    with tempfile.TemporaryDirectory(dir=target, prefix=".evaluate-") as staging:
+        with reading([args.data]):
+            result = evaluate_model(args.model, args.task, args.data, staging, _options(args), args.batch_size,
+                                    args.device, args.limit)
+        fsync_tree(staging)
+        for entry in sorted(Path(staging).iterdir()):
+            if args.out or entry.name == "metrics.json":
+                os.replace(entry, target / entry.name)
+        fsync_dir(target)
     for key, value in result.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     return 0
@@ -133,13 +205,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from lmforge.finetune import predict_file
+    from lmforge.training.rundir import check_out_file, write_text_atomic
 
     if args.pair and args.task not in (None, "classification"):
         raise UserError("--pair is for classification inputs")
-    lines = predict_file(args.model, args.task, args.input, args.pair, _options(args), args.batch_size, args.device)
+    check_model_dir(args.model)
+    check_input_file(args.input, "--input")
+    check_device(args.device)
+    if args.out:
+        check_out_file(args.out, "--out")
+    with reading([args.input]):
+        lines = predict_file(args.model, args.task, args.input, args.pair, _options(args), args.batch_size,
+                             args.device)
     text = "".join(line + "\n" for line in lines)
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.out, text)
     else:
         print(text, end="")
     return 0

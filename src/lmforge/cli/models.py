@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lmforge.cli._common import check_model_dir, load_checked, positive_int, reading
 from lmforge.errors import UserError
 
 
@@ -18,14 +19,16 @@ def register(subparsers) -> None:
                             ("to-hf", "lmforge checkpoint -> Hugging Face directory (config.json + model.safetensors)")):
         p = convert_sub.add_parser(direction, help=text, description=text)
         p.add_argument("src", help="source checkpoint directory (or hub id for from-hf)")
-        p.add_argument("out", help="output directory (created)")
+        p.add_argument("out", help="output directory (created; an existing one needs --overwrite)")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace OUT (even OUT = SRC) once the converted model is complete")
         p.set_defaults(func=run_convert)
 
     fill = subparsers.add_parser("fill-mask", help="predict the tokens hidden behind [MASK]",
                                  description="Print the top-k tokens with probabilities for each [MASK] in TEXT.")
     fill.add_argument("text", help='a sentence with [MASK] in it, e.g. "the capital of france is [MASK]."')
     fill.add_argument("--model", required=True, help="checkpoint directory (lmforge or HF) with an MLM head")
-    fill.add_argument("--top-k", type=int, default=5, help="how many candidates to show (default 5)")
+    fill.add_argument("--top-k", type=positive_int, default=5, help="how many candidates to show (default 5)")
     fill.set_defaults(func=run_fill_mask)
 
     features = subparsers.add_parser(
@@ -40,24 +43,20 @@ def register(subparsers) -> None:
                           choices=["embeddings", "second_to_last", "last", "sum_last_four", "concat_last_four", "sum_all"],
                           help="which layers make the vector (BERT paper Table 7); default last")
     features.add_argument("--layer-weights", type=float, nargs="+", help="weights for the sum strategies")
-    features.add_argument("--batch-size", type=int, default=64)
-    features.add_argument("--max-length", type=int, default=512)
+    features.add_argument("--batch-size", type=positive_int, default=64)
+    features.add_argument("--max-length", type=positive_int,
+                          help="tokens per text, longer ones truncated (default: the model's positions)")
     features.set_defaults(func=run_features)
 
 
 def run_presets(args: argparse.Namespace) -> int:
-    import torch
-
     from lmforge.families import registered_families
-    from lmforge.models.build import build_model
 
     rows = []
     for family in registered_families().values():
         for name, config in family.presets.items():
-            with torch.device("meta"):
-                params = sum(p.numel() for p in build_model(config, "pretraining").parameters())
             rows.append((name, family.name, config.num_layers, config.hidden_size, config.num_heads,
-                         f"{params:,}", family.notes.get(name, "")))
+                         f"{parameter_count(config):,}", family.notes.get(name, "")))
     header = ("preset", "family", "layers", "hidden", "heads", "parameters", "")
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -67,11 +66,42 @@ def run_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def parameter_count(config) -> int:
+    """Parameters of the pretraining model (MLM + NSP heads), counted from the config alone for
+    BERT-style encoders (so listing presets needs no torch); other layouts are built on the meta
+    device. tests/test_cli_speed.py checks the count against the built model for every preset."""
+    bert_style = (config.architecture == "encoder" and config.positions == "learned" and config.bias
+                  and config.feed_forward == "plain" and config.norm_type == "layernorm"
+                  and config.norm_placement == "post" and config.num_kv_heads == config.num_heads
+                  and config.head_dim * config.num_heads == config.hidden_size)
+    if not bert_style:
+        import torch
+
+        from lmforge.models.build import build_model
+
+        with torch.device("meta"):
+            return sum(p.numel() for p in build_model(config, "pretraining").parameters())
+    h, v, i = config.hidden_size, config.vocab_size, config.intermediate_size
+    norm = 2 * h
+    embeddings = (v + config.max_positions + config.position_offset + config.type_vocab_size) * h + (norm if config.embedding_norm else 0)
+    layer = 4 * (h * h + h) + norm + (h * i + i) + (i * h + h) + norm
+    pooler = h * h + h if config.pooler else 0
+    mlm = (h * h + h) + norm + v + (0 if config.tie_word_embeddings else v * h)
+    nsp = 2 * h + 2
+    return embeddings + config.num_layers * layer + (norm if config.final_norm else 0) + pooler + mlm + nsp
+
+
 def run_convert(args: argparse.Namespace) -> int:
     import lmforge
+    from lmforge.training.rundir import check_out_dir, staged_dir
 
-    model, tokenizer = lmforge.load(args.src)
-    out = lmforge.save(model, args.out, tokenizer, format="lmforge" if args.direction == "from-hf" else "hf")
+    if args.direction == "to-hf":
+        check_model_dir(args.src, "SRC")
+    out = check_out_dir(args.out, "OUT", overwrite=args.overwrite)
+    model, tokenizer = load_checked(args.src, "SRC") if args.direction == "to-hf" else lmforge.load(args.src)
+    # Everything is in memory now, so OUT may even be SRC: the new directory replaces it whole.
+    with staged_dir(out) as staging:
+        lmforge.save(model, staging, tokenizer, format="lmforge" if args.direction == "from-hf" else "hf")
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {model.config.family} {model.task} model ({params:,} parameters) to {out}")
     return 0
@@ -80,9 +110,7 @@ def run_convert(args: argparse.Namespace) -> int:
 def run_fill_mask(args: argparse.Namespace) -> int:
     import torch
 
-    import lmforge
-
-    model, tokenizer = lmforge.load(args.model)
+    model, tokenizer = load_checked(args.model)
     if not hasattr(model, "mlm_head"):
         raise UserError(f"{args.model} holds a {model.task} model, which has no MLM head")
     if tokenizer is None:
@@ -92,6 +120,9 @@ def run_fill_mask(args: argparse.Namespace) -> int:
     positions = (ids[0] == tokenizer.mask_id).nonzero().flatten().tolist()
     if not positions:
         raise UserError("the text has no [MASK] token")
+    if ids.shape[1] > model.config.max_positions:
+        raise UserError(f"the text is {ids.shape[1]} tokens long; this model reads at most "
+                        f"{model.config.max_positions}")
     with torch.inference_mode():
         logits = model.eval()(ids, batch["attention_mask"], batch["token_type_ids"]).mlm_logits[0]
     for position in positions:
@@ -105,21 +136,29 @@ def run_fill_mask(args: argparse.Namespace) -> int:
 
 
 def run_features(args: argparse.Namespace) -> int:
-    import lmforge
+    from lmforge.cli._common import check_input_file
     from lmforge.features import extract_features
+    from lmforge.training.rundir import check_out_file
 
-    path = Path(args.input)
-    if not path.is_file():
-        raise UserError(f"no such input file: {path}")
-    texts = path.read_text(encoding="utf-8").splitlines()
+    path = check_input_file(args.input, "--input", "input file")
+    out = check_out_file(args.out, "--out")
+    if Path(out).suffix not in (".npy", ".safetensors"):
+        raise UserError(f"--out {out}: name a .npy or .safetensors file")
+    if args.pooling == "none" and Path(out).suffix == ".npy":
+        raise UserError("--pooling none gives per-token features: --out needs a .safetensors name")
+    with reading([path]):
+        texts = path.read_text(encoding="utf-8").splitlines()
     if not texts:
         raise UserError(f"{path} is empty")
-    model, tokenizer = lmforge.load(args.model)
+    model, tokenizer = load_checked(args.model)
     if tokenizer is None:
         raise UserError(f"{args.model} has no tokenizer files (tokenizer.json or vocab.txt)")
+    positions = model.config.max_positions
+    if args.max_length is not None and args.max_length > positions:
+        raise UserError(f"--max-length {args.max_length} exceeds the model's {positions} positions")
     features = extract_features(model, tokenizer, texts, strategy=args.strategy, pooling=args.pooling,
-                                batch_size=args.batch_size, max_length=args.max_length,
+                                batch_size=args.batch_size, max_length=args.max_length or min(512, positions),
                                 layer_weights=args.layer_weights, show_progress=True)
-    out = features.save(args.out)
+    out = features.save(out)
     print(f"wrote {features.vectors.shape[0]} x {features.vectors.shape[1]} vectors to {out}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from lmforge.data.prepare import prepare_corpus
+from lmforge.cli._common import non_negative_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory (lmforge or HF)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (new or empty)")
     heldout = parser.add_mutually_exclusive_group()
-    heldout.add_argument("--heldout-docs", type=int, metavar="N", help="hold out exactly N whole documents")
+    heldout.add_argument("--heldout-docs", type=non_negative_int, metavar="N", help="hold out exactly N whole documents")
     heldout.add_argument(
         "--heldout-fraction",
         type=float,
@@ -43,17 +43,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--num-workers",
-        type=int,
+        type=non_negative_int,
         default=min(4, (os.cpu_count() or 2) - 1),
         metavar="N",
         help="processes splitting sentences while the main one tokenizes; 0 = in-process (default: cores-1, at most 4)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing prepared directory")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier prepared directory (only once the new one is complete)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge.data.prepare import prepare_corpus
+
     manifest = prepare_corpus(
         args.corpus,
         args.tokenizer,

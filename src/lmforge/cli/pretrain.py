@@ -1,24 +1,134 @@
-"""`lmforge pretrain RECIPE --out DIR [--resume] [--set key=value ...]`."""
+"""`lmforge pretrain RECIPE --out DIR [--resume] [--set key=value ...]`.
+
+Everything that can be checked before the long work is checked first (recipe values, preset,
+device, the run directory, the checkpoint --resume needs), so a mistake costs a second and
+leaves no tokenizer or prepared data behind."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from lmforge.errors import UserError
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "pretrain", help="pretrain a model from a YAML recipe",
         description="Pretrain per RECIPE (see recipes/pretrain/). Trains a tokenizer and prepares the corpus "
-                    "when the recipe names raw text. Works under torchrun for several processes.")
+                    "when the recipe names raw text. Works under torchrun for several processes. "
+                    "--out must be new, empty, or an earlier attempt of a pretraining run.")
     p.add_argument("recipe", help="YAML recipe file")
     p.add_argument("--out", required=True, help="run directory (metrics, checkpoints, final model)")
-    p.add_argument("--resume", action="store_true", help="continue exactly from the latest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue exactly from the newest complete checkpoint in --out")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set train.max_steps=200 (repeatable)")
     p.set_defaults(func=run)
 
 
+def check_recipe(recipe) -> None:
+    """Values the run would otherwise trip over late (or, worse, accept: max_steps -5 would
+    save an untrained model)."""
+    t, o, d = recipe.train, recipe.objective, recipe.data
+    at_least = {"train.max_steps": (t.max_steps, 1), "train.batch_size": (t.batch_size, 1),
+                "train.log_every": (t.log_every, 1), "train.eval_batches": (t.eval_batches, 1),
+                "train.micro_batch_size": (t.micro_batch_size, 0), "train.warmup_steps": (t.warmup_steps, 0),
+                "train.eval_every": (t.eval_every, 0), "train.save_every": (t.save_every, 0),
+                "train.keep_checkpoints": (t.keep_checkpoints, 0), "objective.max_seq_length": (o.max_seq_length, 8),
+                "objective.max_predictions": (o.max_predictions, 1), "objective.dupe_factor": (o.dupe_factor, 1),
+                "data.vocab_size": (d.vocab_size, 1), "data.heldout_docs": (d.heldout_docs, 0)}
+    for key, (value, low) in at_least.items():
+        if value < low:
+            raise UserError(f"{key} must be at least {low}, got {value}")
+    if not t.lr > 0:
+        raise UserError(f"train.lr must be positive, got {t.lr}")
+    if not t.adam_eps > 0 or not (0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1):
+        raise UserError("train.adam_eps must be positive and train.adam_beta1/2 in [0, 1)")
+    if t.weight_decay < 0 or t.clip_norm < 0:
+        raise UserError("train.weight_decay and train.clip_norm must be >= 0")
+    if not 0 < o.mlm_probability <= 1 or not 0 <= o.short_seq_prob <= 1:
+        raise UserError("objective.mlm_probability must be in (0, 1] and objective.short_seq_prob in [0, 1]")
+    if not 0 <= d.heldout_fraction < 1:
+        raise UserError(f"data.heldout_fraction must be in [0, 1), got {d.heldout_fraction}")
+    if d.prepared:
+        if not (Path(d.prepared) / "manifest.json").is_file():
+            raise UserError(f"data.prepared: {d.prepared} is not a prepared data directory (run `lmforge prepare`)")
+    else:
+        from lmforge.data.corpus import check_corpus_files
+
+        if not d.corpus:
+            raise UserError("the recipe needs data.corpus (raw text files) or data.prepared")
+        check_corpus_files(d.corpus)
+        if d.tokenizer and not Path(d.tokenizer).is_dir():
+            raise UserError(f"data.tokenizer: no such directory {d.tokenizer}")
+    if recipe.model.init_from:
+        from lmforge.cli._common import check_model_dir
+
+        check_model_dir(recipe.model.init_from, "model.init_from")
+    else:
+        from lmforge.families import get_preset
+
+        preset = get_preset(recipe.model.preset)
+        if o.max_seq_length > preset.max_positions:
+            raise UserError(f"objective.max_seq_length {o.max_seq_length} exceeds the model's "
+                            f"{preset.max_positions} positions")
+
+
+def check_run_dir(out: Path, resume: bool) -> None:
+    """--out holds nothing, or this kind of run: an earlier attempt (fresh) or checkpoints (--resume)."""
+    from lmforge.training.checkpoint import latest_checkpoint
+    from lmforge.training.rundir import check_out_dir, describe, kind_of
+
+    check_out_dir(out, "--out", reusable=("a pretraining run",))
+    if resume:
+        if latest_checkpoint(out / "checkpoints") is None:
+            raise UserError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
+    elif (out / "checkpoints").exists():
+        raise UserError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+    elif kind_of(out) == "a pretraining run" and ((out / "model").exists() or (out / "metrics.json").exists()):
+        raise UserError(f"--out {out} holds {describe(out)}; choose another --out")
+
+
+def repair_metrics(path: Path) -> None:
+    """Drop a torn last line (a kill in the middle of a write) so that resume can read the log."""
+    import json
+
+    from lmforge.training.rundir import write_text_atomic
+
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            kept.append(line)
+    if len(kept) != len([line for line in lines if line.strip()]):
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
 def run(args) -> int:
-    from lmforge.pretraining import load_recipe, run_pretraining
+    from lmforge.cli._common import check_device
+    from lmforge.pretraining import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    run_pretraining(recipe, args.out, resume=args.resume)
+    check_recipe(recipe)
+    out = Path(args.out)
+    check_run_dir(out, args.resume)
+    check_device(recipe.train.device, "train.device")
+    if args.resume:
+        from lmforge.training.rundir import check_data_source, data_source
+
+        if not recipe.data.prepared:
+            d = recipe.data
+            check_data_source(out, data_source(d.corpus, d.tokenizer, d.vocab_size, d.lowercase, d.heldout_fraction,
+                                               d.heldout_docs, recipe.train.seed), resuming=True)
+        repair_metrics(out / "metrics.jsonl")
+
+    from lmforge.pretraining import run_pretraining
+
+    run_pretraining(recipe, out, resume=args.resume)
     return 0

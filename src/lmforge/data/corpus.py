@@ -8,6 +8,9 @@ Two formats, each optionally compressed (``.gz``, ``.xz``):
   ``shared/data/corpus`` and of most hub datasets).
 
 Documents are yielded one at a time, so memory holds one document, whatever the corpus size.
+Whatever the bytes, reading gives documents or a one-line UserError naming the file: text that
+is not UTF-8, a truncated or damaged archive, a line that is not a JSON object with a "text"
+string (tests/faults fuzz this).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import gzip
 import json
 import lzma
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -57,9 +61,17 @@ def _open_text(path: str | os.PathLike) -> IO[str]:
 
 def iter_documents(path: str | os.PathLike) -> Iterator[str]:
     """The non-empty documents of one corpus file, in file order."""
-    kind, _ = corpus_format(path)
-    with _open_text(path) as handle:
-        yield from (_iter_jsonl(handle, path) if kind == "jsonl" else _iter_txt(handle))
+    kind, compression = corpus_format(path)
+    try:
+        with _open_text(path) as handle:
+            yield from (_iter_jsonl(handle, path) if kind == "jsonl" else _iter_txt(handle))
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x}); "
+                        "convert it to UTF-8 first") from None
+    except (EOFError, lzma.LZMAError, gzip.BadGzipFile, zlib.error, OSError, ValueError) as error:
+        if isinstance(error, OSError) and not isinstance(error, gzip.BadGzipFile) and compression is None:
+            raise  # a plain file-system failure (the CLI reports it with the path)
+        raise UserError(f"{path} is damaged or truncated ({str(error) or type(error).__name__})") from None
 
 
 def _iter_txt(handle: IO[str]) -> Iterator[str]:

@@ -14,6 +14,8 @@ Output directory::
     OUT/word_start.npy      bool per vocabulary id: starts a word (whole-word masking)
     OUT/train/, OUT/heldout/    one split each, layout of ``lmforge.data.shards``
 
+The output is built in a directory beside OUT and renamed into place once complete, so an
+unreadable corpus or a crash never costs an earlier prepared directory (``--overwrite``).
 The held-out split is whole documents, chosen uniformly without replacement by ``seed``
 (documents numbered across the corpus files in the given order). ``manifest.json`` is
 written last: a directory without it is an interrupted run.
@@ -25,7 +27,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import shutil
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -39,6 +40,7 @@ from lmforge.data.sentences import LineBreaks, split_sentences
 from lmforge.data.shards import ShardWriter, token_dtype
 from lmforge.errors import UserError
 from lmforge.tokenization import Tokenizer
+from lmforge.training.rundir import staged_dir
 
 MANIFEST = "manifest.json"
 FORMAT = "lmforge.token_shards"
@@ -80,8 +82,15 @@ def prepare_corpus(
     if missing:
         raise UserError(f"tokenizer in {tokenizer_dir} has no {'/'.join(missing)} token; BERT pretraining needs them")
     out = Path(out)
-    _prepare_out_dir(out, overwrite)
+    _check_out_dir(out, overwrite)
+    with staged_dir(out) as staging:
+        return _prepare_into(staging, corpus, tokenizer, heldout_fraction, heldout_docs, seed, line_breaks,
+                             num_workers, chunk_chars, show_progress)
 
+
+def _prepare_into(out: Path, corpus: list[str], tokenizer: Tokenizer, heldout_fraction: float | None,
+                  heldout_docs: int | None, seed: int, line_breaks: LineBreaks, num_workers: int,
+                  chunk_chars: int, show_progress: bool) -> dict[str, Any]:
     num_heldout = 0
     heldout: set[int] = set()
     if (heldout_docs if heldout_docs is not None else heldout_fraction):
@@ -145,21 +154,17 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to replace anything but an earlier prepared directory, and that only with --overwrite."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory")
+    if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise UserError(f"{out} exists and is not empty; pass --overwrite to replace a prepared directory")
-        # Only ever delete what a run of prepare (finished or interrupted) writes.
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in _OUTPUTS) if out.is_dir() else [out.name]
+            raise UserError(f"--out {out} exists and is not empty; pass --overwrite to replace a prepared directory")
+        # Only ever replace what a run of prepare (finished or interrupted) writes.
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _OUTPUTS)
         if foreign:
-            raise UserError(f"{out} holds {', '.join(foreign)}, not written by prepare; refusing to overwrite it")
-        for name in _OUTPUTS:
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+            raise UserError(f"--out {out} holds {', '.join(foreign)}, not written by prepare; refusing to overwrite it")
 
 
 def _count_documents(corpus: list[str], show_progress: bool) -> int:

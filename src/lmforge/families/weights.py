@@ -17,11 +17,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Transform:
@@ -153,7 +155,7 @@ class WeightMap:
             if len(parts) != len(rule.parts):
                 absent = [p for i, p in enumerate(rule.parts) if i not in parts]
                 raise UserError(f"checkpoint has {sources[ours]} but not the rest of its group ({absent[0]}...)")
-            result[ours] = parts[0] if len(parts) == 1 else torch.cat([parts[i] for i in range(len(parts))])
+            result[ours] = parts[0] if len(parts) == 1 else _concatenate([parts[i] for i in range(len(parts))])
         return result, sources, unmatched
 
     def export_tensors(self, tensors: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
@@ -165,6 +167,12 @@ class WeightMap:
                 out[hf_name] = rule.transform_of(index).to_theirs(piece, config).contiguous()
         return out
 
+
+
+def _concatenate(tensors: list) -> torch.Tensor:
+    import torch  # here, not at the top: listing presets must not pay for importing torch
+
+    return torch.cat(tensors)
 
 
 def prefixed(rules: list[Rule | tuple], ours_prefix: str, theirs_prefix: str) -> list[Rule]:
