@@ -205,7 +205,7 @@ def test_resume_in_process_is_bit_exact(tmp_path):
     corpus = [str(repo / "data" / "brown" / "brown-sample.jsonl")]
     Tokenizer.train(corpus, vocab_size=800, show_progress=False).save(tmp_path / "tok")
     prepare_corpus(corpus, tmp_path / "tok", tmp_path / "data", heldout_docs=2, show_progress=False)
-    sets = [f"data.prepared={tmp_path / 'data'}", "train.schedule=constant", "train.log_every=1",
+    sets = [f"data.prepared={tmp_path / 'data'}", "train.schedule=constant", "train.warmup_steps=0", "train.log_every=1",
             "export_hf=false", "train.batch_size=8"]
     recipe = lambda steps: load_recipe(repo / "recipes" / "pretrain" / "tiny.yaml", [*sets, f"train.max_steps={steps}"])
     run_pretraining(recipe(6), tmp_path / "full")
