@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-RECIPE = REPO / "recipes" / "pretrain" / "bert-mini.yaml"
+RECIPE = "pretrain/bert-mini"  # bundled with the package (lmforge.bundled)
+# The Brown corpus ships in a source checkout's data/ (see data/README.md for its licence).
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "data" / "brown" / "brown.jsonl.xz"
 DEMO_MARKER = ".lmforge-demo"
 PROBES = [
     "the jury said it did not find any [MASK] of the law .",
@@ -30,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/demo", help="run directory (replaced if it holds an earlier demo)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
-    parser.add_argument("--corpus", default=str(REPO / "data" / "brown" / "brown.jsonl.xz"),
-                        help="raw text to pretrain on (default: the bundled Brown corpus)")
+    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS),
+                        help="raw text to pretrain on (default: the Brown corpus in a source checkout's data/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of recipes/pretrain/bert-mini.yaml (repeatable)")
     args = parser.parse_args(argv)
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     from lmforge.training.loop import read_metrics
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
+    if not Path(args.corpus).is_file():
+        print(f"error: no corpus at {args.corpus}; pass --corpus FILE (.txt or .jsonl, optionally .gz/.xz)",
+              file=sys.stderr)
+        return 2
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         # Only a directory this demo made (its marker file) is replaced, never another run.

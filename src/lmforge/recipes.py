@@ -20,9 +20,15 @@ from lmforge.errors import UserError
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A recipe file, or a recipe bundled with lmforge by name (``bert-mini``, ``pretrain/tiny``)."""
+    from lmforge.bundled import recipe_names, recipe_path
+
+    if not Path(path).is_file():
+        bundled = recipe_path(str(path))
+        if bundled is None:
+            raise UserError(f"no such recipe file: {path} (bundled recipes: {', '.join(recipe_names())})")
+        path = bundled
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no such recipe file: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:

@@ -4,7 +4,11 @@ import json
 
 import transformers
 
-from lmforge.demo import REPO, main
+from pathlib import Path
+
+from lmforge.demo import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 SAMPLE = str(REPO / "data" / "brown" / "brown-sample.jsonl")  # the full corpus takes longer; same code path
 
@@ -27,3 +31,25 @@ def test_demo_refuses_a_foreign_directory(tmp_path, capsys):
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     assert main(["--out", str(tmp_path / "mine")]) == 2
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_recipes_ship_with_the_package(tmp_path, monkeypatch):
+    """The recipes are package data (found from any working directory, listed in pyproject's
+    package-data), so an installed lmforge finds them, not only a source checkout."""
+    import glob
+    import tomllib
+    from pathlib import Path
+
+    import lmforge.bundled
+    from lmforge.pretraining import load_recipe
+
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe("bert-mini").model.preset == "bert-mini"
+    assert load_recipe("recipes/pretrain/tiny.yaml").model.preset
+    package = Path(lmforge.bundled.__file__).parent
+    patterns = tomllib.loads((package.parents[2] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["lmforge.bundled"]
+    shipped = {Path(p) for pattern in patterns for p in glob.glob(str(package / pattern))}
+    assert shipped == set(package.glob("recipes/*/*.yaml")) and len(shipped) >= 10
+    assert sorted(lmforge.bundled.recipe_names()) == sorted(
+        f"{p.parent.name}/{p.stem}" for p in shipped)

@@ -201,7 +201,7 @@ def test_resume_in_process_is_bit_exact(tmp_path):
     from lmforge.tokenization import Tokenizer
     from lmforge.training.loop import read_metrics
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     corpus = [str(repo / "data" / "brown" / "brown-sample.jsonl")]
     Tokenizer.train(corpus, vocab_size=800, show_progress=False).save(tmp_path / "tok")
     prepare_corpus(corpus, tmp_path / "tok", tmp_path / "data", heldout_docs=2, show_progress=False)
