@@ -135,7 +135,7 @@ def model_flops(batch: dict, config, layer_params: int) -> float:
 
 def check_losses(ours, reference, batch: dict) -> tuple[float, float]:
     """First-batch MLM loss of both models in eval mode and fp32."""
-    from lmforge.pretraining import MaskedLMObjective
+    from lmforge.objectives.mlm import MaskedLMObjective
 
     objective = MaskedLMObjective()
     ours.eval(), reference.eval()
@@ -146,7 +146,7 @@ def check_losses(ours, reference, batch: dict) -> tuple[float, float]:
 
 
 def benchmark(run: Run, config, device: torch.device, settings: dict, bf16: bool) -> dict:
-    from lmforge.pretraining import MaskedLMObjective
+    from lmforge.objectives.mlm import MaskedLMObjective
 
     pool = settings["warmup"] + settings["repeats"] * settings["steps"]
     batches = [on(b, device) for b in make_batches(pool, run, config.vocab_size, seed=run.seq_len)]
@@ -225,15 +225,18 @@ ALTERNATIVES = [  # lmforge with one choice swapped
 SHIPPED = dict(unpad=True, select=True, onednn=True, fused_qkv=True, lean=True, kernel=None, optimizer={})
 
 
-def _separate_qkv(self, x, layout):
-    """SelfAttention.forward before the fusion: three projections, three scatters."""
-    return self.output(layout.attend(self.query(x), self.key(x), self.value(x), num_heads=self.num_heads,
-                                     causal=self.causal, dropout_p=self.dropout_p if self.training else 0.0))
+def _separate_qkv(self, x, inputs, cache=None):
+    """Attention.forward without the fused projection: three GEMMs on the q, k and v rows, and
+    three scatters to the attention grid."""
+    from lmforge.ops.onednn_linear import linear
 
-
-def _sdpa_math(q, k, v, mask, *, causal, dropout_p, scale=None):
-    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                                            is_causal=causal, scale=scale)
+    width = self.query_width
+    kv = self.num_kv_heads * self.head_dim
+    w, b = self.qkv.weight, self.qkv.bias
+    q, k, v = (linear(x, w[a:z], None if b is None else b[a:z])
+               for a, z in ((0, width), (width, width + kv), (width + kv, width + 2 * kv)))
+    return self.output(inputs.layout.attend(q, k, v, num_heads=self.num_heads, causal=self.causal,
+                                            dropout_p=self.dropout_p if self.training else 0.0, scale=self.scale))
 
 
 class _Switches:
@@ -241,14 +244,15 @@ class _Switches:
 
     def __init__(self, onednn: bool, fused_qkv: bool, lean: bool, kernel: str | None, **_) -> None:
         from lmforge.models import layers, layout
+        from lmforge.ops import cpu_attention, onednn_linear
 
         self.patches = []
         if not onednn:
-            self.patches.append((layers, "_ONEDNN_LINEAR", None))
+            self.patches.append((onednn_linear, "ONEDNN_LINEAR", None))
         if not fused_qkv:
-            self.patches.append((layers.SelfAttention, "forward", _separate_qkv))
+            self.patches.append((layers.Attention, "forward", _separate_qkv))
         if not lean:
-            self.patches.append((layout, "_attention_with_dropout", _sdpa_math))
+            self.patches.append((cpu_attention, "usable", lambda q, dropout_p: False))
         if kernel:
             original = layout.JaggedLayout.from_mask.__func__
             self.patches.append((layout.JaggedLayout, "from_mask",
@@ -271,7 +275,7 @@ def ablation(run: Run, config, settings: dict) -> int:
 
     import torch.nn.functional as F
 
-    from lmforge.pretraining import MaskedLMObjective
+    from lmforge.objectives.mlm import MaskedLMObjective
 
     device = torch.device("cpu")
     pool = settings["warmup"] + settings["repeats"]
