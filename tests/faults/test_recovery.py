@@ -1,7 +1,6 @@
 """What the fault table cannot express as one row: outputs replaced only when complete
 (--overwrite, fine-tuning's best model, features), a full disk during a checkpoint, a torn
-metrics line on resume, stale prepared
-data of a failed attempt, and the CLI's start-up cost."""
+metrics line on resume, stale prepared data of a failed attempt, and the CLI's start-up cost."""
 
 from __future__ import annotations
 
