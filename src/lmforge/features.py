@@ -22,6 +22,7 @@ by length, so little compute goes to padding, and written back in input order.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,22 +71,38 @@ class Features:
     offsets: np.ndarray | None = None
     word_ids: np.ndarray | None = None
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".npy":
-            if self.offsets is not None:
-                raise UserError("per-token features need a .safetensors output (vectors, offsets, word_ids)")
-            np.save(path, self.vectors)
-        elif path.suffix == ".safetensors":
-            from safetensors.numpy import save_file
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write ``.npy`` (pooled) or ``.safetensors``: into a temporary file beside ``path``,
+        flushed and renamed over it, so an existing file is replaced only by a complete one
+        (and only with ``overwrite``)."""
+        from lmforge.training.rundir import fsync_dir
 
-            arrays = {"vectors": self.vectors}
-            if self.offsets is not None:
-                arrays.update(offsets=self.offsets, word_ids=self.word_ids)
-            save_file(arrays, path)
-        else:
+        path = Path(path)
+        if path.suffix not in (".npy", ".safetensors"):
             raise UserError(f"output must end in .npy or .safetensors, got {path.name}")
+        if path.suffix == ".npy" and self.offsets is not None:
+            raise UserError("per-token features need a .safetensors output (vectors, offsets, word_ids)")
+        if path.exists() and not overwrite:
+            raise UserError(f"{path} already exists; choose another name or pass --overwrite to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            if path.suffix == ".npy":
+                with open(temporary, "wb") as handle:  # a handle: np.save would append .npy to the name
+                    np.save(handle, self.vectors)
+            else:
+                from safetensors.numpy import save_file
+
+                arrays = {"vectors": self.vectors}
+                if self.offsets is not None:
+                    arrays.update(offsets=self.offsets, word_ids=self.word_ids)
+                save_file(arrays, str(temporary))
+            with open(temporary, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        fsync_dir(path.parent)
         return path
 
 

@@ -171,6 +171,50 @@ def _state_pickle_as_json(tmp: Path, a: Assets):
     return lambda: load_checkpoint(path, model, optimizer, scheduler)
 
 
+SAMPLES = Path(__file__).parents[2] / "data"
+
+
+def _finetune(t: Path, a: Assets, task: str, train: Path, dev: Path) -> list[str]:
+    return ["finetune", "--model", str(a.mlm_hf), "--task", task, "--train", str(train), "--eval", str(dev),
+            "--out", str(t / "ft"), "--epochs", "1"]
+
+
+def _squad(t: Path, name: str, start: object = 29, context: str = "Super Bowl 50 was won by the Denver Broncos.",
+           questions: int = 3) -> Path:
+    """SQuAD with ``questions`` questions whose answer "Denver Broncos" is said to start at ``start``."""
+    qas = [{"id": f"q{i}", "question": "Who won?", "answers": [{"text": "Denver Broncos", "answer_start": start}]}
+           for i in range(questions)]
+    path = t / name
+    path.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": context, "qas": qas}]}]}))
+    return path
+
+
+def _conll(t: Path, name: str, text: str) -> Path:
+    (t / name).write_text(text)
+    return t / name
+
+
+def _tsv(t: Path, name: str, rows: list[tuple[str, str]]) -> Path:
+    (t / name).write_text("sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows))
+    return t / name
+
+
+def _reader_call(t: Path, reader: str, path: Path):
+    from lmforge.tasks.classification import read_classification
+    from lmforge.tasks.ner import read_conll
+    from lmforge.tasks.qa import read_squad
+
+    read = {"classification": read_classification, "conll": read_conll, "squad": read_squad}[reader]
+    return lambda: read(path) and 0
+
+
+def _features_file(t: Path) -> Path:
+    import numpy as np
+
+    np.save(t / "f.npy", np.arange(6.0).reshape(2, 3))
+    return t / "f.npy"
+
+
 # -- the table ----------------------------------------------------------------------------------
 FAULTS = [
     # security
@@ -238,6 +282,12 @@ FAULTS = [
     Fault("resume-with-bad-preset-leaves-nothing", "data loss",
           lambda t, a: _recipe(t, a, "model.preset=bert-huge") + ["--out", str(_pretrain_run(t, a)), "--resume"],
           2, "unknown preset", unchanged=("run",)),
+    Fault("features-out-existing-file", "data loss",
+          lambda t, a: ["features", "--model", str(a.mlm), "--input", str(a.good_txt),
+                        "--out", str(_features_file(t))], 2, "--overwrite", unchanged=("f.npy",)),
+    Fault("features-overwrite-unreadable-input", "data loss",
+          lambda t, a: ["features", "--model", str(a.mlm), "--input", str(latin1(t / "in.txt")),
+                        "--out", str(_features_file(t)), "--overwrite"], 2, "not UTF-8", unchanged=("f.npy",)),
     # silent-wrong
     Fault("pretrain-negative-steps", "silent-wrong",
           lambda t, a: _recipe(t, a, "train.max_steps=-5") + ["--out", str(t / "run")], 2, "train.max_steps",
@@ -259,6 +309,28 @@ FAULTS = [
           lambda t, a: ["pretrain", str(Path(__file__).parents[2] / "recipes/pretrain/tiny.yaml"),
                         "--out", str(t / "run"), "--resume"], 2, "no complete checkpoint",
           absent=("run/tokenizer", "run/data")),
+    Fault("finetune-squad-answers-off-their-offsets", "silent-wrong",
+          lambda t, a: _finetune(t, a, "qa", _squad(t, "train.json", start=3), _squad(t, "dev.json")),
+          2, "3 of 3 answers are not in the context at their answer_start (e.g. question q0", absent=("ft",)),
+    Fault("finetune-squad-offset-past-the-end", "silent-wrong",
+          lambda t, a: _finetune(t, a, "qa", _squad(t, "train.json", start=400), _squad(t, "dev.json")),
+          2, "offset 400 is past the context's 44 characters", absent=("ft",)),
+    Fault("finetune-conll-without-ner-column", "silent-wrong",
+          lambda t, a: _finetune(t, a, "ner", _conll(t, "train.txt", "EU NNP B-NP\nrejects VBZ B-VP\n. . O\n"),
+                                 SAMPLES / "ner-sample/dev.txt"),
+          2, "holds chunk tags (B-NP, B-VP), not entity tags: is the NER column missing?", absent=("ft",)),
+    Fault("finetune-conll-ragged-columns", "silent-wrong",
+          lambda t, a: _finetune(t, a, "ner", _conll(t, "train.txt", "EU NNP B-NP B-ORG\n\nParis B-LOC\n"),
+                                 SAMPLES / "ner-sample/dev.txt"),
+          2, "train.txt:3: 2 columns, but line 1 has 4", absent=("ft",)),
+    Fault("finetune-eval-only-label", "silent-wrong",
+          lambda t, a: _finetune(t, a, "classification", _tsv(t, "train.tsv", [("good .", "1"), ("bad .", "0")]),
+                                 _tsv(t, "dev.tsv", [("fine .", "1"), ("meh .", "2"), ("so so .", "2")])),
+          2, "label '2' occurs in 2 example(s) of", absent=("ft",)),
+    Fault("finetune-eval-only-ner-tag", "silent-wrong",
+          lambda t, a: _finetune(t, a, "ner", _conll(t, "train.txt", "Paris B-LOC\nis O\n"),
+                                 _conll(t, "dev.txt", "John B-PER\nis O\n\nParis B-LOC\n")),
+          2, "label 'B-PER' occurs in 1 example(s) of", absent=("ft",)),
     # error messages
     Fault("prepare-latin1", "error message",
           lambda t, a: ["prepare", "--corpus", str(_row_corpus(t, "latin1")), "--tokenizer", str(a.tok),
@@ -288,6 +360,24 @@ FAULTS = [
                         "--train", str(_classification_file(t, "gz")),
                         "--eval", str(Path(__file__).parents[2] / "data/glue-sample/sst2-dev.tsv"),
                         "--out", str(t / "ft")], 2, "truncated", absent=("ft",)),
+    Fault("finetune-squad-empty-context", "error message",
+          lambda t, a: _finetune(t, a, "qa", _squad(t, "train.json", context=" "), _squad(t, "dev.json")),
+          2, "train.json: question q0 has an empty context", absent=("ft",)),
+    Fault("finetune-squad-answer-start-not-a-number", "error message",
+          lambda t, a: _finetune(t, a, "qa", _squad(t, "train.json"), _squad(t, "dev.json", start="twenty-nine")),
+          2, "dev.json: question q0: answer_start 'twenty-nine' is not a character offset", absent=("ft",)),
+    Fault("reader-conll-latin1", "error message",
+          lambda t, a: _reader_call(t, "conll", (t / "train.txt").write_bytes("Caf\xe9 B-LOC\n".encode("latin-1"))
+                                    and t / "train.txt"), 2, "train.txt: not UTF-8"),
+    Fault("reader-squad-truncated-xz", "error message",
+          lambda t, a: _reader_call(t, "squad", truncated(t / "train.json.xz", json.dumps({"data": []}) * 500)),
+          2, "train.json.xz: damaged or truncated"),
+    Fault("reader-classification-truncated-gz", "error message",
+          lambda t, a: _reader_call(t, "classification", _classification_file(t, "gz")), 2,
+          "train.tsv.gz: damaged or truncated"),
+    Fault("reader-conll-not-gzip", "error message",
+          lambda t, a: _reader_call(t, "conll", (t / "train.txt.gz").write_bytes(b"EU B-ORG\n") and t / "train.txt.gz"),
+          2, "train.txt.gz: damaged or truncated"),
     Fault("empty-safetensors", "error message",
           lambda t, a: ["fill-mask", "--model", str(_damaged_weights(t, a, "empty")), "a [MASK] ."], 2, "is empty"),
     Fault("truncated-safetensors", "error message",

@@ -1,6 +1,6 @@
 """What the fault table cannot express as one row: outputs replaced only when complete
-(--overwrite), a full disk during a checkpoint, a torn metrics line on resume, stale prepared
-data of a failed attempt, and the CLI's start-up cost."""
+(--overwrite, fine-tuning's best model, features), a full disk during a checkpoint, a torn
+metrics line on resume, stale prepared data of a failed attempt, and the CLI's start-up cost."""
 
 from __future__ import annotations
 
@@ -56,6 +56,73 @@ def test_evaluate_overwrite_keeps_the_model(assets: Assets, tmp_path, capsys):
     # evaluate may always replace what evaluate wrote
     for _ in range(2):
         assert main(["evaluate", "--model", str(run / "model"), "--data", str(data), "--out", str(tmp_path / "ev")]) == 0
+
+
+def _digest(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_finetune_save_model_never_loses_the_previous_best(assets: Assets, tmp_path, monkeypatch):
+    """The best model is replaced per epoch; a crash between removing the old one and moving the
+    new one in used to leave neither. Now the old one is moved aside, not deleted, until then."""
+    import os
+
+    import torch
+
+    import lmforge
+    from lmforge.finetune.run import save_model
+
+    model, tokenizer = lmforge.load(assets.classifier)
+    target = tmp_path / "ft" / "model"
+    save_model(model, tokenizer, target)
+    before = _digest(target)
+    real = os.replace
+
+    def crash_moving_the_new_model_in(src, dst, *args, **kwargs):
+        if Path(dst) == target and Path(src).name.startswith(".model."):
+            raise OSError(errno.EIO, "Input/output error")
+        return real(src, dst, *args, **kwargs)
+
+    better, _ = lmforge.load(assets.classifier)
+    with torch.no_grad():
+        next(better.parameters()).add_(1.0)  # the next epoch's model differs
+    monkeypatch.setattr(os, "replace", crash_moving_the_new_model_in)
+    with pytest.raises(OSError):
+        save_model(better, tokenizer, target)
+    monkeypatch.setattr(os, "replace", real)
+    kept = [d for d in (tmp_path / "ft").iterdir() if d.is_dir() and _digest(d) == before]
+    assert kept, "the previous model is gone"
+    save_model(better, tokenizer, target)  # the next save works and leaves no staging behind
+    assert _digest(target) != before and sorted(p.name for p in (tmp_path / "ft").iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("name", ["f.npy", "f.safetensors"])
+def test_features_overwrite_replaces_only_when_complete(tmp_path, monkeypatch, name):
+    import numpy as np
+    import safetensors.numpy
+
+    from lmforge.errors import UserError
+    from lmforge.features import Features
+
+    out = tmp_path / name
+    Features(np.ones((2, 3), np.float32)).save(out)
+    before = out.read_bytes()
+    with pytest.raises(UserError, match="already exists"):
+        Features(np.zeros((2, 3), np.float32)).save(out)
+
+    def full_disk(*args, **kwargs):
+        handle = args[1] if name.endswith(".safetensors") else args[0]
+        Path(handle if isinstance(handle, str) else handle.name).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
+    with pytest.raises(OSError):
+        Features(np.zeros((2, 3), np.float32)).save(out, overwrite=True)
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [name]
+    monkeypatch.undo()
+    Features(np.zeros((2, 3), np.float32)).save(out, overwrite=True)
+    assert out.read_bytes() != before and sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
 def _pretrain(assets: Assets, out: Path, *sets: str) -> list[str]:

@@ -14,8 +14,10 @@ from pathlib import Path
 from lmforge.cli._common import check_device, check_input_file, check_model_dir, non_negative_int, positive_int, reading
 from lmforge.errors import UserError
 
-# What an interrupted `lmforge finetune` leaves before its first epoch ends: the same --out may be reused.
-_INTERRUPTED_FINETUNE = {"metrics.jsonl", "train_config.json", ".model.tmp"}
+# What an interrupted `lmforge finetune` leaves before its first epoch ends: the same --out may be reused
+# (a kill while saving the first model may leave save_model's staging directory, .model.new-PID).
+_INTERRUPTED_FINETUNE = {"metrics.jsonl", "train_config.json", ".model.tmp"}  # .model.tmp: older versions
+_STAGING = (".model.new-", ".model.old-")
 # The keys of the metrics.json that `lmforge evaluate` writes (a fine-tuning run's has "settings").
 _EVALUATE_KEYS = {"task", "model", "data", "examples"}
 
@@ -121,7 +123,7 @@ def _check_finetune_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
     if out.is_dir():
-        names = {entry.name for entry in out.iterdir()}
+        names = {entry.name for entry in out.iterdir() if not entry.name.startswith(_STAGING)}
         if names and not names <= _INTERRUPTED_FINETUNE:
             raise UserError(f"--out {out} already holds {describe(out)}; choose another --out")
 

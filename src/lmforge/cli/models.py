@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     features.add_argument("--model", required=True, help="checkpoint directory (lmforge or HF)")
     features.add_argument("--input", required=True, help="text file, one text per line")
     features.add_argument("--out", required=True, help="output .npy (pooled) or .safetensors")
+    features.add_argument("--overwrite", action="store_true",
+                          help="replace an existing --out file (once the new one is complete)")
     features.add_argument("--pooling", choices=["cls", "mean", "none"], default="mean",
                           help="cls: first token; mean: average of non-padding tokens; none: per token")
     features.add_argument("--strategy", default="last",
@@ -146,6 +148,8 @@ def run_features(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: name a .npy or .safetensors file")
     if args.pooling == "none" and Path(out).suffix == ".npy":
         raise UserError("--pooling none gives per-token features: --out needs a .safetensors name")
+    if Path(out).exists() and not args.overwrite:
+        raise UserError(f"--out {out} already exists; choose another --out or pass --overwrite to replace it")
     with reading([path]):
         texts = path.read_text(encoding="utf-8").splitlines()
     if not texts:
@@ -159,6 +163,6 @@ def run_features(args: argparse.Namespace) -> int:
     features = extract_features(model, tokenizer, texts, strategy=args.strategy, pooling=args.pooling,
                                 batch_size=args.batch_size, max_length=args.max_length or min(512, positions),
                                 layer_weights=args.layer_weights, show_progress=True)
-    out = features.save(out)
+    out = features.save(out, overwrite=args.overwrite)
     print(f"wrote {features.vectors.shape[0]} x {features.vectors.shape[1]} vectors to {out}")
     return 0

@@ -3,7 +3,8 @@
 The model directory is what ``lmforge finetune`` writes to OUT/model (or any checkpoint with
 a classification, tagging or span head and its label names); its head must match the task.
 Inputs are encoded and run in batches sorted by length on the unpadded path, as in
-fine-tuning's own evaluation, so the numbers agree with the ones it reported.
+fine-tuning's own evaluation, so the numbers agree with the ones it reported. Encoding and
+evaluation show progress bars with rates at a terminal (``lmforge.tasks.base.progress``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 
 from lmforge.errors import UserError
 from lmforge.tasks import LabelMap, Task, TaskOptions, make_task, task_for_model
-from lmforge.tasks.base import Rows
+from lmforge.tasks.base import Rows, progress
 
 
 def load_checkpoint_and_tokenizer(path: str):
@@ -48,7 +49,7 @@ def batched_outputs(task: Task, model, features: Sequence[dict], batch_size: int
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast, progress(len(features), "evaluating", "seq") as bar:
         for start in range(0, len(features), batch_size):
             index = order[start:start + batch_size]
             batch = task.collate([features[i] for i in index])
@@ -57,6 +58,7 @@ def batched_outputs(task: Task, model, features: Sequence[dict], batch_size: int
             for i, value in zip(index, values):
                 rows[i] = value
             loss, count = loss + batch_loss, count + batch_count
+            bar.update(len(index))
     model.train(was_training)
     return rows, (loss / count if count else None)
 

@@ -16,8 +16,6 @@ best epoch is written to OUT/model in Hugging Face layout with its tokenizer and
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -118,12 +116,27 @@ def initial_model(source: nn.Module, task: Task, labels: LabelMap | None, seed: 
     return model.float()
 
 
-def choose_labels(task: Task, source: nn.Module, train_examples, eval_examples) -> LabelMap | None:
+def choose_labels(task: Task, source: nn.Module, train_examples, eval_examples, train_name: str = "the training data",
+                  eval_name: str = "the evaluation data") -> LabelMap | None:
     """The label map: the checkpoint's when it already tags this task with every label the
-    data uses (training continues with its head), else the sorted labels of the data."""
+    data uses (training continues with its head), else the sorted labels of the training data.
+
+    An evaluation label that neither the training data nor that head knows would become a
+    class the model never sees a word of: a UserError naming it and how often it occurs."""
     if task.name == "qa":
         return None
-    seen = set(task.label_names(train_examples)) | set(task.label_names(eval_examples))
+    trained = set(task.label_names(train_examples))
+    known = trained | (set(source.config.labels) if source.task == task.model_task else set())
+    unseen: dict[str, int] = {}
+    for example in eval_examples:
+        for label in task.labels_of(example) - known:
+            unseen[label] = unseen.get(label, 0) + 1
+    if unseen:
+        label, count = max(unseen.items(), key=lambda item: item[1])
+        others = f" (and {len(unseen) - 1} more label(s): {', '.join(sorted(unseen)[:5])})" if len(unseen) > 1 else ""
+        raise UserError(f"label {label!r} occurs in {count} example(s) of {eval_name} but never in {train_name}"
+                        f"{others}: the model cannot learn it; fix the label or add training examples")
+    seen = trained | set(task.label_names(eval_examples))
     if source.task == task.model_task and source.config.labels and seen <= set(source.config.labels):
         return LabelMap(list(source.config.labels))
     return LabelMap.from_labels(seen)
@@ -224,14 +237,13 @@ class EpochEvaluator:
 
 
 def save_model(model: nn.Module, tokenizer, directory: Path) -> None:
-    """HF layout, written beside the target and renamed over it: never half a model."""
+    """HF layout, built beside the target and renamed over it (``lmforge.training.rundir.staged_dir``):
+    the previous best model stays whole until the new one is complete."""
     import lmforge
+    from lmforge.training.rundir import staged_dir
 
-    temporary = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(temporary, ignore_errors=True)
-    lmforge.save(model, temporary, tokenizer, format="hf")
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(temporary, directory)
+    with staged_dir(directory) as staging:
+        lmforge.save(model, staging, tokenizer, format="hf")
 
 
 def _describe(metrics: dict[str, float]) -> str:
@@ -261,10 +273,12 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if (out / "model").exists() or (out / "metrics.json").exists():
         raise UserError(f"{out} already holds a fine-tuning run; choose another --out")
     task = make_task(cfg.task, cfg.task_options())
-    train_examples = task.read(cfg.train)[: cfg.limit or None]
+    train_examples = task.trainable(task.read(cfg.train)[: cfg.limit or None])
     eval_examples = task.read(cfg.eval)[: cfg.eval_limit or None]
     source, tokenizer = load_checkpoint_and_tokenizer(cfg.model)
-    task.labels = choose_labels(task, source, train_examples, eval_examples)
+    train_name = f"{cfg.train} (its first {cfg.limit} examples)" if cfg.limit else str(cfg.train)
+    eval_name = f"{cfg.eval} (its first {cfg.eval_limit} examples)" if cfg.eval_limit else str(cfg.eval)
+    task.labels = choose_labels(task, source, train_examples, eval_examples, train_name, eval_name)
     task.pad_id = tokenizer.pad_id
     model = initial_model(source, task, task.labels, cfg.seed)
     check_length(task, model)

@@ -7,10 +7,15 @@ does a pretraining objective's. Encoding reaches the raw ``tokenizers.Tokenizer`
 ``lmforge.tokenization.Tokenizer`` and sets its truncation for one call without leaking that
 state. Features are plain dicts of Python lists, cheap to build and inspect; the one
 ``collate`` turns a list of them into tensors.
+
+Long steps (encoding, QA windowing, evaluation) show tqdm bars with rates only to a person
+watching: when standard error is a terminal and ``CI`` is not set, as CI services set it.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -145,6 +150,38 @@ def check_max_length(backend: BackendTokenizer, max_length: int, pair: bool) -> 
         raise UserError(f"max_length {max_length} leaves no room for text after {specials} special tokens")
 
 
+def progress_enabled() -> bool:
+    """Bars for a person at a terminal only: not in logs, pipes or CI (CI=true or 1)."""
+    return sys.stderr.isatty() and os.environ.get("CI", "").strip().lower() not in ("true", "1", "yes")
+
+
+def progress(total: int, desc: str, unit: str):
+    """A tqdm bar with its rate (``unit``/s), shown only when ``progress_enabled``."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False,
+                disable=not progress_enabled())
+
+
+def warn(line: str) -> None:
+    """One line on standard error that the run goes on despite (repaired or skipped data)."""
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+ENCODE_CHUNK = 2048  # inputs per encode_batch call: small enough for a steady bar, large enough for its threads
+
+
+def encode_in_chunks(backend: BackendTokenizer, inputs: Sequence[Any], desc: str, **kwargs) -> list:
+    """``backend.encode_batch(inputs, **kwargs)`` in chunks, with an examples/s bar."""
+    encodings: list = []
+    with progress(len(inputs), desc, "ex") as bar:
+        for start in range(0, len(inputs), ENCODE_CHUNK):
+            chunk = inputs[start:start + ENCODE_CHUNK]
+            encodings.extend(backend.encode_batch(chunk, **kwargs))
+            bar.update(len(chunk))
+    return encodings
+
+
 def one_line(text: str) -> str:
     """One TSV field: tabs and line breaks inside a text would break the columns."""
     return " ".join(text.split())
@@ -195,7 +232,16 @@ class Task(Objective):
 
     def label_names(self, examples: Sequence[Any]) -> list[str]:
         """The labels seen in ``examples`` (none for qa)."""
-        return []
+        return [label for example in examples for label in self.labels_of(example)]
+
+    def labels_of(self, example: Any) -> set[str]:
+        """The labels one example carries (none for qa)."""
+        return set()
+
+    def trainable(self, examples: list) -> list:
+        """The examples training can learn from (qa leaves out questions whose answers were
+        not found in their context; the reader has said how many)."""
+        return examples
 
     def encode(self, examples: Sequence[Any], tokenizer) -> list[dict]:
         """Features (``lmforge.objectives.base.collate`` keys, unpadded) with their targets."""

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import UserError
-from lmforge.tasks.base import (LabelMap, Rows, Task, backend_of, check_max_length, one_line, truncating,
-                                without_keys)
+from lmforge.tasks.base import (LabelMap, Rows, Task, backend_of, check_max_length, encode_in_chunks, one_line,
+                                truncating, without_keys)
 from lmforge.tasks.io import format_suffix, numbered_lines, open_text, read_lines
 from lmforge.tasks.metrics import f1_from_counts, paired
 
@@ -230,7 +230,7 @@ def encode_classification(
     check_max_length(backend, max_length, pair=bool(examples) and is_pair[0])
     inputs = [(e.text, e.pair) if e.pair is not None else e.text for e in examples]
     with truncating(backend, max_length, strategy="longest_first"):
-        encodings = backend.encode_batch(inputs)
+        encodings = encode_in_chunks(backend, inputs, "encoding")
     return [
         {"input_ids": enc.ids, "token_type_ids": enc.type_ids, "label": label_map.id_of(example.label)}
         for example, enc in zip(examples, encodings)
@@ -297,8 +297,8 @@ class ClassificationTask(Task):
         o = self.options
         return read_classification(self.check_file(path), o.text_column, o.pair_column, o.label_column)
 
-    def label_names(self, examples: Sequence[ClassificationExample]) -> list[str]:
-        return [example.label for example in examples]
+    def labels_of(self, example: ClassificationExample) -> set[str]:
+        return {example.label}
 
     def encode(self, examples: Sequence[ClassificationExample], tokenizer) -> list[dict]:
         return encode_classification(examples, tokenizer, self.max_length, self.labels)

@@ -2,13 +2,18 @@
 numbered lines, JSON with one-line errors.
 
 Any data file may be compressed as ``.gz`` or ``.xz``; the format is the suffix under it.
+Whatever the bytes, reading through ``open_text`` ends in the text or a one-line UserError
+naming the file: undecodable text, a truncated or damaged ``.gz``/``.xz`` and unreadable
+files never escape as tracebacks (tests/faults/test_fuzz.py feeds the readers any bytes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import lzma
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -16,19 +21,41 @@ from typing import IO
 from lmforge.errors import UserError
 
 
-def open_text(path: str | Path) -> IO[str]:
-    """Open a UTF-8 text file, transparently decompressing ``.gz`` and ``.xz``.
+@contextlib.contextmanager
+def open_text(path: str | Path) -> Iterator[IO[str]]:
+    """Open a UTF-8 text file, transparently decompressing ``.gz`` and ``.xz``, for a ``with``
+    block; a decoding or decompression failure inside the block becomes a UserError.
 
     A leading byte-order mark is dropped (GLUE's original MRPC dev.tsv starts with one).
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such file: {path}")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    if path.suffix == ".xz":
-        return lzma.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+    try:
+        if path.suffix == ".gz":
+            handle = gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+        elif path.suffix == ".xz":
+            handle = lzma.open(path, "rt", encoding="utf-8-sig", newline="")
+        else:
+            handle = open(path, encoding="utf-8-sig", newline="")
+    except OSError as error:
+        raise UserError(f"{path}: cannot read it ({error.strerror or error})") from None
+    with handle, read_errors(path):
+        yield handle
+
+
+@contextlib.contextmanager
+def read_errors(path: str | Path) -> Iterator[None]:
+    """Turn what bad bytes raise while reading ``path`` into one line naming it."""
+    try:
+        yield
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x}); "
+                        "convert it to UTF-8 first") from None
+    except (EOFError, lzma.LZMAError, gzip.BadGzipFile, zlib.error) as error:
+        raise UserError(f"{path}: damaged or truncated compressed file ({error or type(error).__name__})") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read it ({error.strerror or error})") from None
 
 
 def format_suffix(path: str | Path) -> str:

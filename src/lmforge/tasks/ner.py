@@ -8,10 +8,11 @@ Encoding: the words of a sentence are given to the tokenizer already split
 (``is_pretokenized``), so each sub-token knows its word. Following the paper, a word's label
 goes on its first sub-token and is predicted there; the other sub-tokens and the special
 tokens carry ``IGNORE_INDEX`` (-100) and add nothing to the loss. At prediction time each
-word takes the tag predicted on its first sub-token; words cut off by ``max_length`` get
-``"O"``, so that the word-level output always has one tag per input word and scoring stays
-honest about them. Byte-level BPE tokenizers (RoBERTa) need ``add_prefix_space=True`` to
-encode pre-split words.
+word takes the tag predicted on its first sub-token. A sentence longer than ``max_length``
+is covered by overlapping windows of whole words, as run_squad covers a long context; each
+word is labelled and read in the window where it has the most context (run_squad's
+``_check_is_max_context``), so every word gets a prediction. Byte-level BPE tokenizers
+(RoBERTa) need ``add_prefix_space=True`` to encode pre-split words.
 
 Scoring: entity-level micro precision/recall/F1 with the chunk rules of the shared task's
 ``conlleval`` script (as ``seqeval`` in its default mode): an entity is a maximal run of tags
@@ -23,17 +24,20 @@ The task trains cross-entropy per labelled token (transformers' ``run_ner.py``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lmforge.errors import UserError
 from lmforge.objectives.base import IGNORE_INDEX
-from lmforge.tasks.base import LabelMap, Rows, Task, backend_of, check_max_length, truncating, without_keys
+from lmforge.tasks.base import (LabelMap, Rows, Task, backend_of, check_max_length, encode_in_chunks, truncating,
+                                without_keys)
 from lmforge.tasks.io import format_suffix, open_text, read_lines
 from lmforge.tasks.metrics import f1_from_counts
 
@@ -50,13 +54,26 @@ class TaggedSentence:
 # Reading
 
 
+# The phrase types of CoNLL-2000/2003 chunk tags (B-NP, I-VP, ...): found alone in the last
+# column, the file lacks its NER column and the model would learn chunks as entities.
+CHUNK_TYPES = frozenset({"NP", "VP", "PP", "ADVP", "ADJP", "SBAR", "PRT", "INTJ", "CONJP", "LST", "UCP"})
+_PREFIXES = ("B", "I", "E", "S")  # IOB1, IOB2, IO and IOBES tags all use these
+_LAYOUT = "CoNLL-2003 NER files have 4 columns: word, POS tag, chunk tag, NER tag"
+
+
 def read_conll(path: str | Path) -> list[TaggedSentence]:
     """Read CoNLL-2003 columns: one token per line, the word first and the NER tag last
-    (``EU NNP B-NP B-ORG``); blank lines end sentences; ``-DOCSTART-`` lines are skipped."""
+    (``EU NNP B-NP B-ORG``); blank lines end sentences; ``-DOCSTART-`` lines are skipped.
+
+    Every token line must have the file's number of columns, and the last column must hold
+    entity tags: ``O`` or PREFIX-TYPE with a B/I/E/S prefix. A last column of chunk tags
+    (B-NP, I-VP: a file without its NER column) or POS tags is refused, naming the column.
+    """
     path = Path(path)
     sentences: list[TaggedSentence] = []
     words: list[str] = []
     tags: list[str] = []
+    columns = first_line = 0
     with open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             fields = line.split()
@@ -67,13 +84,32 @@ def read_conll(path: str | Path) -> list[TaggedSentence]:
                 continue
             if len(fields) < 2:
                 raise UserError(f"{path}:{number}: expected a word and a tag, found {line.strip()!r}")
+            if not columns:
+                columns, first_line = len(fields), number
+            elif len(fields) != columns:
+                raise UserError(f"{path}:{number}: {len(fields)} columns, but line {first_line} has {columns}; "
+                                "every token line needs the same columns (word first, NER tag last)")
+            tag = fields[-1]
+            if tag != OUTSIDE and not _is_entity_tag(tag):
+                raise UserError(f"{path}:{number}: the last of its {columns} columns holds {tag[:20]!r}, not an "
+                                f"entity tag (O, B-TYPE, I-TYPE, E-TYPE or S-TYPE); {_LAYOUT}")
             words.append(fields[0])
-            tags.append(fields[-1])
+            tags.append(tag)
     if words:
         sentences.append(TaggedSentence(words=words, tags=tags))
     if not sentences:
         raise UserError(f"{path}: no sentences")
+    kinds = {tag[2:] for sentence in sentences for tag in sentence.tags if tag != OUTSIDE}
+    if kinds and kinds <= CHUNK_TYPES:
+        shown = ", ".join(f"B-{kind}" for kind in sorted(kinds)[:3])
+        raise UserError(f"{path}: the last of its {columns} columns holds chunk tags ({shown}), not entity tags: "
+                        f"is the NER column missing? {_LAYOUT}")
     return sentences
+
+
+def _is_entity_tag(tag: str) -> bool:
+    prefix, dash, kind = tag.partition("-")
+    return prefix in _PREFIXES and bool(dash) and bool(kind)
 
 
 # ---------------------------------------------------------------------------------------
@@ -93,47 +129,128 @@ def align_labels(word_ids: Sequence[int | None], word_tags: Sequence[str], label
     return labels
 
 
+def word_windows(counts: Sequence[int], budget: int) -> list[tuple[int, int]]:
+    """Word ranges ``[first, end)`` covering a sentence whose words have ``counts`` sub-tokens.
+
+    Each window holds at most ``budget`` tokens (a single longer word alone, later cut), and
+    the next starts at the first word at least ``budget // 2`` tokens after this one's start:
+    windows overlap by about half, as run_squad's doc_stride, and there is never a gap.
+    """
+    if not len(counts):
+        return [(0, 0)]
+    starts = np.concatenate([[0], np.cumsum(counts)])  # token offset of each word
+    stride = max(1, budget // 2)
+    windows, first = [], 0
+    while True:
+        end = first + 1
+        while end < len(counts) and starts[end + 1] - starts[first] <= budget:
+            end += 1
+        windows.append((first, end))
+        if end >= len(counts):
+            return windows
+        following = first + 1
+        while following < end and starts[following] - starts[first] < stride:
+            following += 1
+        first = following
+
+
+def word_owners(windows: Sequence[Sequence[int | None]]) -> dict[int, tuple[int, int]]:
+    """For the ``word_ids`` of each window of one sentence: every word's (window, position of
+    its first sub-token) in the window where it has the most context, min(tokens left, tokens
+    right) + 0.01 * window length, the earlier window on a tie (run_squad's
+    ``_check_is_max_context``)."""
+    best: dict[int, tuple[float, int, int]] = {}
+    for window, word_ids in enumerate(windows):
+        context = [position for position, word in enumerate(word_ids) if word is not None]
+        if not context:
+            continue
+        low, high = context[0], context[-1]
+        seen = set()
+        for position, word in enumerate(word_ids):
+            if word is None or word in seen:
+                continue
+            seen.add(word)
+            score = min(position - low, high - position) + 0.01 * (high - low + 1)
+            if word not in best or score > best[word][0]:
+                best[word] = (score, window, position)
+    return {word: (window, position) for word, (_, window, position) in best.items()}
+
+
 def encode_ner(
     sentences: Sequence[TaggedSentence], tokenizer: Any, max_length: int, label_map: LabelMap
 ) -> list[dict[str, Any]]:
-    """Features ``{"input_ids", "token_type_ids", "labels", "word_ids"}``, unpadded.
+    """Features ``{"input_ids", "token_type_ids", "labels", "word_ids", "example_index"}``,
+    unpadded, in sentence order: one per sentence that fits in ``max_length`` tokens, and
+    overlapping windows of whole words (``word_windows``) for a longer one. A word's label
+    goes on its first sub-token in the window where it has the most context
+    (``word_owners``), where decoding reads its prediction; every word is tagged.
 
-    ``word_ids`` (None for special tokens) is kept for ``decode_word_tags``.
+    ``word_ids`` (the sentence's word index per token, None for special tokens) is kept for
+    decoding.
     """
     backend = backend_of(tokenizer)
     check_max_length(backend, max_length, pair=False)
-    with truncating(backend, max_length):
-        encodings = backend.encode_batch([sentence.words for sentence in sentences], is_pretokenized=True)
+    budget = max_length - backend.num_special_tokens_to_add(False)
+    with truncating(backend, None):
+        whole = encode_in_chunks(backend, [sentence.words for sentence in sentences], "encoding",
+                                 is_pretokenized=True)
+    pieces: list[tuple[int, int, Any]] = []  # (sentence index, its first word, encoding)
+    windows: list[tuple[int, int, int]] = []  # (sentence index, first word, end word)
+    for index, (sentence, encoding) in enumerate(zip(sentences, whole)):
+        if len(encoding.ids) <= max_length:
+            pieces.append((index, 0, encoding))
+            continue
+        counts = np.bincount([w for w in encoding.word_ids if w is not None], minlength=len(sentence.words))
+        windows.extend((index, first, end) for first, end in word_windows(counts, budget))
+    if windows:
+        # Words are tokenized one by one (is_pretokenized), so a window's tokens are the
+        # sentence's; truncation only cuts a single word longer than the window.
+        with truncating(backend, max_length):
+            encodings = backend.encode_batch([sentences[i].words[first:end] for i, first, end in windows],
+                                             is_pretokenized=True)
+        pieces.extend((i, first, encoding) for (i, first, _), encoding in zip(windows, encodings))
+        pieces.sort(key=lambda piece: piece[:2])
     features = []
-    for sentence, enc in zip(sentences, encodings):
-        word_ids = enc.word_ids
-        features.append(
-            {
-                "input_ids": enc.ids,
-                "token_type_ids": enc.type_ids,
-                "labels": align_labels(word_ids, sentence.tags, label_map),
-                "word_ids": word_ids,
-            }
-        )
+    for index, group in itertools.groupby(pieces, key=lambda piece: piece[0]):
+        group = list(group)
+        word_ids = [[None if w is None else w + first for w in encoding.word_ids] for _, first, encoding in group]
+        tags = sentences[index].tags
+        owners = word_owners(word_ids) if len(group) > 1 else None
+        for window, (_, _, encoding) in enumerate(group):
+            if owners is None:  # the whole sentence in one window: every first sub-token
+                labels = align_labels(word_ids[window], tags, label_map)
+            else:
+                labels = [IGNORE_INDEX] * len(encoding.ids)
+                for word, (owner, position) in owners.items():
+                    if owner == window:
+                        labels[position] = label_map.id_of(tags[word])
+            features.append({"input_ids": encoding.ids, "token_type_ids": encoding.type_ids, "labels": labels,
+                             "word_ids": word_ids[window], "example_index": index})
     return features
+
+
+def decode_windows(
+    windows: Sequence[tuple[Sequence[int | None], Sequence[int]]], num_words: int, label_map: LabelMap
+) -> list[str]:
+    """Word-level tags of one sentence from its windows' (``word_ids``, token-level predicted
+    ids): each word takes the prediction on its first sub-token in the window where it has
+    the most context (``word_owners``); a word with no token at all gets "O".
+
+    A prediction row may be longer than its ``word_ids`` (a padded batch row); the tail is
+    ignored.
+    """
+    tags = [OUTSIDE] * num_words
+    for word, (window, position) in word_owners([word_ids for word_ids, _ in windows]).items():
+        tags[word] = label_map.label_of(int(windows[window][1][position]))
+    return tags
 
 
 def decode_word_tags(
     token_predictions: Sequence[int], word_ids: Sequence[int | None], num_words: int, label_map: LabelMap
 ) -> list[str]:
-    """Word-level tags from token-level predicted ids: each word takes its first sub-token's
-    tag; words with no token (truncated away) get "O".
-
-    ``token_predictions`` may be longer than ``word_ids`` (a padded batch row); the tail is
-    ignored.
-    """
-    tags = [OUTSIDE] * num_words
-    seen = set()
-    for word, prediction in zip(word_ids, token_predictions):
-        if word is not None and word not in seen:
-            seen.add(word)
-            tags[word] = label_map.label_of(int(prediction))
-    return tags
+    """``decode_windows`` of a single window: each word takes its first sub-token's tag; words
+    with no token get "O"."""
+    return decode_windows([(word_ids, token_predictions)], num_words, label_map)
 
 
 # ---------------------------------------------------------------------------------------
@@ -222,16 +339,10 @@ class NerTask(Task):
         return path
 
     def read(self, path: str | Path) -> list[TaggedSentence]:
-        path = self.check_file(path)
-        sentences = read_conll(path)
-        for sentence in sentences:
-            for tag in sentence.tags:
-                if tag != "O" and (tag[:2] not in ("B-", "I-", "E-", "S-") or len(tag) < 3):
-                    raise UserError(f"{path}: tag {tag!r} is not BIO (B-X, I-X or O); is this a CoNLL NER file?")
-        return sentences
+        return read_conll(self.check_file(path))
 
-    def label_names(self, examples: Sequence[TaggedSentence]) -> list[str]:
-        return [tag for sentence in examples for tag in sentence.tags]
+    def labels_of(self, example: TaggedSentence) -> set[str]:
+        return set(example.tags)
 
     def encode(self, examples: Sequence[TaggedSentence], tokenizer) -> list[dict]:
         return encode_ner(examples, tokenizer, self.max_length, self.labels)
@@ -264,9 +375,11 @@ class NerTask(Task):
         return rows, float(self._loss(logits, batch["labels"])), int((batch["labels"] != IGNORE_INDEX).sum())
 
     def decode(self, examples: Sequence[TaggedSentence], features, rows: Rows) -> list[list[str]]:
-        """Word-level tags per sentence."""
-        return [decode_word_tags(row, feature["word_ids"], len(example.words), self.labels)
-                for example, feature, row in zip(examples, features, rows)]
+        """Word-level tags per sentence, from its one or more windows."""
+        windows: list[list] = [[] for _ in examples]
+        for feature, row in zip(features, rows):
+            windows[feature["example_index"]].append((feature["word_ids"], row))
+        return [decode_windows(parts, len(example.words), self.labels) for example, parts in zip(examples, windows)]
 
     def score(self, examples: Sequence[TaggedSentence], predictions) -> dict[str, float]:
         return entity_scores([e.tags for e in examples], predictions)

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import UserError
-from lmforge.tasks.base import Rows, Task, backend_of, one_line, truncating, without_keys
+from lmforge.tasks.base import ENCODE_CHUNK, Rows, Task, backend_of, one_line, progress, truncating, warn, without_keys
 from lmforge.tasks.io import format_suffix, read_json
 from lmforge.tasks.metrics import f1_from_counts
 
@@ -56,37 +56,114 @@ class QAExample:
     id: str
     question: str
     context: str
-    answers: list[dict[str, Any]]  # [{"text": str, "answer_start": int (char offset)}]
+    # [{"text": str, "answer_start": int (char offset), or None when the text is not in the context}]
+    answers: list[dict[str, Any]]
 
 
 # ---------------------------------------------------------------------------------------
 # Reading
 
 
-def read_squad(path: str | Path) -> list[QAExample]:
-    """Read SQuAD v1.1 JSON (``{"data": [{"paragraphs": [{"context", "qas"}]}]}``)."""
+NEAR = 3  # characters an answer_start may be off and still be repaired (SQuAD has off-by-one offsets)
+MAX_MISMATCH = 0.01  # share of answers not found at their offset that is refused as a broken file
+
+
+def read_squad(path: str | Path, with_answers: bool = True) -> list[QAExample]:
+    """Read SQuAD v1.1 JSON (``{"data": [{"paragraphs": [{"context", "qas"}]}]}``).
+
+    Every answer is checked against its context (``check_answers``): one off by up to
+    ``NEAR`` characters is moved onto its text, one not found there keeps its text (for
+    scoring) with ``answer_start`` None, and is left out of training. More than
+    ``MAX_MISMATCH`` of the answers not found is an error; fewer is one warning line.
+    ``with_answers`` False reads prediction input, whose answers are ignored.
+    """
     path = Path(path)
     document = read_json(path)
-    try:
-        examples = [
-            QAExample(
-                id=str(qa["id"]),
-                question=qa["question"],
-                context=paragraph["context"],
-                answers=[
-                    {"text": answer["text"], "answer_start": int(answer["answer_start"])}
-                    for answer in qa["answers"]
-                ],
-            )
-            for article in document["data"]
-            for paragraph in article["paragraphs"]
-            for qa in paragraph["qas"]
-        ]
-    except (KeyError, TypeError) as error:
-        raise UserError(f"{path}: not SQuAD v1.1 JSON (missing or malformed {error})") from None
+    examples = list(_questions(document, path, with_answers))
     if not examples:
         raise UserError(f"{path}: no questions")
-    return examples
+    return check_answers(examples, path) if with_answers else examples
+
+
+def _questions(document: Any, path: Path, with_answers: bool):
+    def field(obj: Any, key: str, kind: type, where: str = ""):
+        value = obj.get(key) if isinstance(obj, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise UserError(f"{path}: not SQuAD v1.1 JSON (missing or malformed {key!r}){where}")
+        return value
+
+    for article in field(document, "data", list):
+        for paragraph in field(article, "paragraphs", list):
+            qas = field(paragraph, "qas", list)
+            for qa in qas:
+                qid = str(field(qa, "id", (str, int)))
+                where = f" in question {qid}"
+                context = field(paragraph, "context", str, where)
+                if not context.strip():
+                    raise UserError(f"{path}: question {qid} has an empty context")
+                question = field(qa, "question", str, where)
+                answers = []
+                if with_answers:
+                    for answer in field(qa, "answers", list, where):
+                        text = field(answer, "text", str, where)
+                        answers.append({"text": text, "answer_start": _offset(answer, path, qid)})
+                yield QAExample(id=qid, question=question, context=context, answers=answers)
+
+
+def _offset(answer: dict, path: Path, qid: str) -> int:
+    """answer_start as an int: SQuAD's ints, or digit strings as some converted copies have."""
+    value = answer.get("answer_start")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise UserError(f"{path}: question {qid}: answer_start {value!r} is not a character offset")
+    return value
+
+
+def locate_answer(context: str, text: str, start: int) -> int | None:
+    """Where ``text`` is in ``context``: at ``start``, else the nearest occurrence at most
+    ``NEAR`` characters away; None when neither (or the text is empty)."""
+    if not text:
+        return None
+    if context.startswith(text, start):
+        return start
+    found = [at for at in range(max(0, start - NEAR), start + NEAR + 1) if context.startswith(text, at)]
+    return min(found, key=lambda at: abs(at - start)) if found else None
+
+
+def check_answers(examples: list[QAExample], path: Path) -> list[QAExample]:
+    """Answers checked against their contexts (see ``read_squad``); an answer off by a few
+    characters is repaired, the examples are otherwise returned as read."""
+    total, repaired, missing = 0, [], []
+    checked = []
+    for example in examples:
+        answers = []
+        for answer in example.answers:
+            total += 1
+            start = locate_answer(example.context, answer["text"], answer["answer_start"])
+            if start is None:
+                missing.append((example, answer))
+            elif start != answer["answer_start"]:
+                repaired.append(example.id)
+            answers.append({"text": answer["text"], "answer_start": start})
+        checked.append(QAExample(example.id, example.question, example.context, answers))
+    if missing:
+        example, answer = missing[0]
+        where = answer["answer_start"]
+        found = (f"offset {where} is past the context's {len(example.context)} characters"
+                 if where >= len(example.context) else f"{answer['text'][:40]!r} is not at offset {where}")
+        summary = (f"{path}: {len(missing)} of {total} answers are not in the context at their answer_start "
+                   f"(e.g. question {example.id}: {found})")
+        if len(missing) == total or len(missing) > MAX_MISMATCH * total:
+            raise UserError(f"{summary}; answer_start must be the answer's character offset in the context")
+        warn(f"{summary}; their questions train without them"
+             + (f"; {len(repaired)} offset(s) off by up to {NEAR} characters repaired" if repaired else ""))
+    elif repaired:
+        warn(f"{path}: repaired {len(repaired)} of {total} answer_start offsets off by up to {NEAR} characters "
+             f"(e.g. question {repaired[0]})")
+    return checked
 
 
 # ---------------------------------------------------------------------------------------
@@ -120,15 +197,20 @@ def prepare_qa_features(
     for index, (_, length) in enumerate(questions):
         by_length[length].append(index)
     windows: list[list[Any]] = [[] for _ in examples]
-    for length, indices in by_length.items():
-        window = max_length - length - specials
-        if window < 1:
-            raise UserError(f"max_length {max_length} leaves no room for the context after a {length}-token question")
-        overlap = window - min(window, doc_stride)
-        with truncating(backend, max_length, strategy="only_second", stride=overlap):
-            encodings = backend.encode_batch([(questions[i][0], examples[i].context) for i in indices])
-        for index, encoding in zip(indices, encodings):
-            windows[index] = [encoding, *encoding.overflowing]
+    with progress(len(examples), "windowing", "ex") as bar:
+        for length, indices in by_length.items():
+            window = max_length - length - specials
+            if window < 1:
+                raise UserError(f"max_length {max_length} leaves no room for the context after a "
+                                f"{length}-token question")
+            overlap = window - min(window, doc_stride)
+            for start in range(0, len(indices), ENCODE_CHUNK):
+                chunk = indices[start:start + ENCODE_CHUNK]
+                with truncating(backend, max_length, strategy="only_second", stride=overlap):
+                    encodings = backend.encode_batch([(questions[i][0], examples[i].context) for i in chunk])
+                for index, encoding in zip(chunk, encodings):
+                    windows[index] = [encoding, *encoding.overflowing]
+                bar.update(len(chunk))
 
     features = []
     for example_index, (example, encodings) in enumerate(zip(examples, windows)):
@@ -171,10 +253,10 @@ def _cut_questions(backend: Any, questions: Sequence[str], max_query_length: int
 
 
 def _answer_tokens(example: QAExample, offsets: Sequence[Offsets]) -> tuple[int, int]:
-    """Token indices of the first answer's first and last token in this window, or (0, 0)."""
-    if not example.answers:
+    """Token indices of the first located answer's first and last token in this window, or (0, 0)."""
+    answer = next((a for a in example.answers if a["answer_start"] is not None), None)
+    if answer is None:
         return 0, 0
-    answer = example.answers[0]
     start_char = answer["answer_start"]
     end_char = start_char + len(answer["text"])
     # The window's context tokens are one contiguous run, [first, last].
@@ -307,13 +389,11 @@ class QaTask(Task):
 
     def read_inputs(self, path: str | Path, pair: bool) -> list[QAExample]:
         """Prediction input: SQuAD-format JSON whose questions may have no answers."""
-        path = self.check_file(path)
-        document = read_json(path)
-        try:
-            return [QAExample(str(qa["id"]), qa["question"], paragraph["context"], [])
-                    for article in document["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
-        except (KeyError, TypeError) as error:
-            raise UserError(f"{path}: not SQuAD JSON (missing or malformed {error})") from None
+        return read_squad(self.check_file(path), with_answers=False)
+
+    def trainable(self, examples: list[QAExample]) -> list[QAExample]:
+        # A question whose every answer is missing from its context would train as "no answer".
+        return [e for e in examples if not e.answers or any(a["answer_start"] is not None for a in e.answers)]
 
     def encode_inputs(self, examples: Sequence[QAExample], tokenizer) -> list[dict]:
         return [without_keys(f, "start_position", "end_position") for f in self.encode(examples, tokenizer)]
