@@ -75,7 +75,7 @@ class Features:
         """Write ``.npy`` (pooled) or ``.safetensors``: into a temporary file beside ``path``,
         flushed and renamed over it, so an existing file is replaced only by a complete one
         (and only with ``overwrite``)."""
-        from lmforge.training.rundir import fsync_dir
+        from lmforge.files import fsync_dir
 
         path = Path(path)
         if path.suffix not in (".npy", ".safetensors"):

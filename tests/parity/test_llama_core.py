@@ -7,7 +7,7 @@ map's RotaryInterleave transform. Cached decoding equals recomputation."""
 import pytest
 import torch
 import transformers
-from parity_helpers import (assert_close, cached_decoding_matches_recomputation, check_layouts, port, randomize,
+from parity_helpers import (cached_decoding_matches_recomputation, check_layouts, port, randomize,
                             sequences)
 
 from lmforge.config import ModelConfig

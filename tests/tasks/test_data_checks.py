@@ -12,6 +12,7 @@ import pytest
 
 from lmforge.errors import UserError
 from lmforge.finetune.run import choose_labels
+from lmforge.progress import progress_enabled
 from lmforge.tasks import base, make_task
 from lmforge.tasks.base import TaskOptions
 from lmforge.tasks.classification import ClassificationExample
@@ -156,11 +157,11 @@ class Terminal(io.StringIO):
 def test_progress_only_at_a_terminal_outside_ci(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr("sys.stderr", io.StringIO())
-    assert not base.progress_enabled()
+    assert not progress_enabled()
     monkeypatch.setattr("sys.stderr", Terminal())
-    assert base.progress_enabled()
+    assert progress_enabled()
     monkeypatch.setenv("CI", "true")
-    assert not base.progress_enabled()
+    assert not progress_enabled()
 
 
 def test_encoding_and_windowing_show_their_rate(monkeypatch):

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lmforge.cli._common import check_device, check_input_file, check_model_dir, non_negative_int, positive_int, reading
+from lmforge.cli.checks import check_device, check_input_file, check_model_dir, non_negative_int, positive_int, reading
 from lmforge.errors import UserError
 
 # What an interrupted `lmforge finetune` leaves before its first epoch ends: the same --out may be reused
@@ -181,7 +181,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import tempfile
 
     from lmforge.finetune import evaluate_model
-    from lmforge.training.rundir import fsync_dir, fsync_tree
+    from lmforge.files import fsync_dir, fsync_tree
 
     check_model_dir(args.model)
     check_input_file(args.data, "--data")
@@ -207,7 +207,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from lmforge.finetune import predict_file
-    from lmforge.training.rundir import check_out_file, write_text_atomic
+    from lmforge.training.rundir import check_out_file
+    from lmforge.files import write_text_atomic
 
     if args.pair and args.task not in (None, "classification"):
         raise UserError("--pair is for classification inputs")

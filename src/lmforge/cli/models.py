@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmforge.cli._common import check_model_dir, load_checked, positive_int, reading
+from lmforge.cli.checks import check_model_dir, load_checked, positive_int, reading
 from lmforge.errors import UserError
 
 
@@ -95,7 +95,8 @@ def parameter_count(config) -> int:
 
 def run_convert(args: argparse.Namespace) -> int:
     import lmforge
-    from lmforge.training.rundir import check_out_dir, staged_dir
+    from lmforge.training.rundir import check_out_dir
+    from lmforge.files import staged_dir
 
     if args.direction == "to-hf":
         check_model_dir(args.src, "SRC")
@@ -138,7 +139,7 @@ def run_fill_mask(args: argparse.Namespace) -> int:
 
 
 def run_features(args: argparse.Namespace) -> int:
-    from lmforge.cli._common import check_input_file
+    from lmforge.cli.checks import check_input_file
     from lmforge.features import extract_features
     from lmforge.training.rundir import check_out_file
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from lmforge.cli._common import non_negative_int
+from lmforge.cli.checks import non_negative_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

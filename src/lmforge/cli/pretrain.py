@@ -62,7 +62,7 @@ def check_recipe(recipe) -> None:
         if d.tokenizer and not Path(d.tokenizer).is_dir():
             raise UserError(f"data.tokenizer: no such directory {d.tokenizer}")
     if recipe.model.init_from:
-        from lmforge.cli._common import check_model_dir
+        from lmforge.cli.checks import check_model_dir
 
         check_model_dir(recipe.model.init_from, "model.init_from")
     else:
@@ -93,7 +93,7 @@ def repair_metrics(path: Path) -> None:
     """Drop a torn last line (a kill in the middle of a write) so that resume can read the log."""
     import json
 
-    from lmforge.training.rundir import write_text_atomic
+    from lmforge.files import write_text_atomic
 
     if not path.is_file():
         return
@@ -111,7 +111,7 @@ def repair_metrics(path: Path) -> None:
 
 
 def run(args) -> int:
-    from lmforge.cli._common import check_device
+    from lmforge.cli.checks import check_device
     from lmforge.pretraining import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmforge.cli._common import check_input_file, non_negative_int, positive_int, reading
+from lmforge.cli.checks import check_input_file, non_negative_int, positive_int, reading
 from lmforge.errors import UserError
 
 # lmforge.tokenization.KIND_SPECS' names and references, spelled out so that --help needs no
@@ -81,7 +81,8 @@ def has_text(path: Path) -> bool:
 
 def run_train(args: argparse.Namespace) -> int:
     from lmforge.tokenization import Tokenizer
-    from lmforge.training.rundir import check_out_dir, kind_of, staged_dir
+    from lmforge.training.rundir import check_out_dir, kind_of
+    from lmforge.files import staged_dir
 
     files = [check_input_file(path, "--files") for path in args.files]
     for path in files:

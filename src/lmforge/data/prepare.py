@@ -40,7 +40,7 @@ from lmforge.data.sentences import LineBreaks, split_sentences
 from lmforge.data.shards import ShardWriter, token_dtype
 from lmforge.errors import UserError
 from lmforge.tokenization import Tokenizer
-from lmforge.training.rundir import staged_dir
+from lmforge.files import staged_dir
 
 MANIFEST = "manifest.json"
 FORMAT = "lmforge.token_shards"

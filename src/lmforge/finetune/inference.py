@@ -21,7 +21,8 @@ from torch import nn
 
 from lmforge.errors import UserError
 from lmforge.tasks import LabelMap, Task, TaskOptions, make_task, task_for_model
-from lmforge.tasks.base import Rows, progress
+from lmforge.progress import progress
+from lmforge.tasks.base import Rows
 
 
 def load_checkpoint_and_tokenizer(path: str):

@@ -237,10 +237,10 @@ class EpochEvaluator:
 
 
 def save_model(model: nn.Module, tokenizer, directory: Path) -> None:
-    """HF layout, built beside the target and renamed over it (``lmforge.training.rundir.staged_dir``):
+    """HF layout, built beside the target and renamed over it (``lmforge.files.staged_dir``):
     the previous best model stays whole until the new one is complete."""
     import lmforge
-    from lmforge.training.rundir import staged_dir
+    from lmforge.files import staged_dir
 
     with staged_dir(directory) as staging:
         lmforge.save(model, staging, tokenizer, format="hf")

@@ -14,7 +14,6 @@ watching: when standard error is a terminal and ``CI`` is not set, as CI service
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ import torch
 from tokenizers import Tokenizer as BackendTokenizer
 
 from lmforge.errors import UserError
+from lmforge.progress import progress
 from lmforge.objectives.base import Objective
 
 Rows = list[Any]  # one model output per feature (probabilities, token predictions, span logits)
@@ -150,17 +150,6 @@ def check_max_length(backend: BackendTokenizer, max_length: int, pair: bool) -> 
         raise UserError(f"max_length {max_length} leaves no room for text after {specials} special tokens")
 
 
-def progress_enabled() -> bool:
-    """Bars for a person at a terminal only: not in logs, pipes or CI (CI=true or 1)."""
-    return sys.stderr.isatty() and os.environ.get("CI", "").strip().lower() not in ("true", "1", "yes")
-
-
-def progress(total: int, desc: str, unit: str):
-    """A tqdm bar with its rate (``unit``/s), shown only when ``progress_enabled``."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False,
-                disable=not progress_enabled())
 
 
 def warn(line: str) -> None:

@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import UserError
-from lmforge.tasks.base import ENCODE_CHUNK, Rows, Task, backend_of, one_line, progress, truncating, warn, without_keys
+from lmforge.progress import progress
+from lmforge.tasks.base import ENCODE_CHUNK, Rows, Task, backend_of, one_line, truncating, warn, without_keys
 from lmforge.tasks.io import format_suffix, read_json
 from lmforge.tasks.metrics import f1_from_counts
 

@@ -292,7 +292,10 @@ class Trainer:
 
 
 def _progress(total: int, initial: int, enabled: bool):
-    if not enabled:
+    """The step bar of the main process, for a person at a terminal (``lmforge.progress``)."""
+    from lmforge.progress import progress_enabled
+
+    if not enabled or not progress_enabled():
         return None
     from tqdm import tqdm
 

@@ -1,10 +1,8 @@
-"""Safe writes and output-directory guards shared by every command that writes files.
+"""Output-directory guards shared by every command that writes files.
 
 Two rules (see the README's "Failure behaviour"): a command never destroys what it did not
-create, and what it replaces is replaced only once the new output is complete. Files and
-directories are written beside their target, flushed to disk (``fsync``, the file and then its
-directory, as in SQLite's and git's atomic-commit recipes) and renamed over it, so a crash or a
-full disk leaves either the old output or the new one, never half of one.
+create, and what it replaces is replaced only once the new output is complete (the safe writes
+themselves are ``lmforge.files``).
 
 ``kind_of`` names what a directory holds from the files lmforge writes there, so a refusal can
 say what it protects ("a fine-tuning run (model/, metrics.json)").
@@ -12,13 +10,12 @@ say what it protects ("a fine-tuning run (model/, metrics.json)").
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 from lmforge.errors import UserError
+from lmforge.files import write_text_atomic
 
 # What each kind of lmforge output holds: the first kind whose marker files are all present wins.
 _KINDS = (
@@ -33,82 +30,6 @@ _KINDS = (
     ("a tokenizer", ("tokenizer.json",)),
     ("a tokenizer", ("vocab.txt",)),
 )
-
-
-def fsync_file(path: str | os.PathLike) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Make a rename or a new entry in ``path`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(root: str | os.PathLike) -> None:
-    """fsync every file under ``root``, then every directory bottom-up."""
-    for directory, _, files in os.walk(root, topdown=False):
-        for name in files:
-            fsync_file(Path(directory) / name)
-        fsync_dir(directory)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Replace ``path`` with ``text``: readers see the old or the new contents, never a mix."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Move the complete directory ``new`` to ``target``, replacing what is there.
-
-    The old copy is renamed aside first and deleted last, so a crash in between leaves it
-    under ``.NAME.old-PID`` beside the target rather than losing both."""
-    fsync_tree(new)
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists() or target.is_symlink():
-        os.replace(target, old)
-    os.replace(new, target)
-    fsync_dir(target.parent)
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old, ignore_errors=True)
-    elif old.exists() or old.is_symlink():
-        old.unlink()
-
-
-@contextlib.contextmanager
-def staged_dir(target: str | os.PathLike) -> Iterator[Path]:
-    """A fresh directory beside ``target`` to build the new output in; on success it replaces
-    ``target`` (see ``replace_dir``), on any error it is removed and ``target`` is untouched."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.new-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_dir(staging, target)
 
 
 def kind_of(path: str | os.PathLike) -> str | None:
