@@ -188,18 +188,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_device(args.device)
     target = Path(args.out) if args.out else Path(args.model)
     _check_evaluate_target(target, "--out" if args.out else "--model", args.overwrite)
+    created = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
-    # Written beside the target first, then renamed over it file by file: an error or a full
-    # disk midway leaves the earlier outputs as they were.
-    with tempfile.TemporaryDirectory(dir=target, prefix=".evaluate-") as staging:
-        with reading([args.data]):
-            result = evaluate_model(args.model, args.task, args.data, staging, _options(args), args.batch_size,
-                                    args.device, args.limit)
-        fsync_tree(staging)
-        for entry in sorted(Path(staging).iterdir()):
-            if args.out or entry.name == "metrics.json":
-                os.replace(entry, target / entry.name)
-        fsync_dir(target)
+    try:
+        # Written beside the target first, then renamed over it file by file: an error or a
+        # full disk midway leaves the earlier outputs as they were.
+        with tempfile.TemporaryDirectory(dir=target, prefix=".evaluate-") as staging:
+            with reading([args.data]):
+                result = evaluate_model(args.model, args.task, args.data, staging, _options(args),
+                                        args.batch_size, args.device, args.limit)
+            fsync_tree(staging)
+            for entry in sorted(Path(staging).iterdir()):
+                if args.out or entry.name == "metrics.json":
+                    os.replace(entry, target / entry.name)
+            fsync_dir(target)
+    except BaseException:
+        if created and not any(target.iterdir()):
+            target.rmdir()  # a failed evaluation leaves nothing behind
+        raise
     for key, value in result.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     return 0
@@ -207,8 +213,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from lmforge.finetune import predict_file
-    from lmforge.training.rundir import check_out_file
     from lmforge.files import write_text_atomic
+    from lmforge.training.rundir import check_out_file
 
     if args.pair and args.task not in (None, "classification"):
         raise UserError("--pair is for classification inputs")

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from lmforge.errors import UserError
-from lmforge.tasks import LabelMap, Task, TaskOptions, make_task, task_for_model
+from lmforge.files import write_text_atomic
 from lmforge.progress import progress
+from lmforge.tasks import LabelMap, Task, TaskOptions, make_task, task_for_model
 from lmforge.tasks.base import Rows
 
 
@@ -94,6 +95,23 @@ def load_task_model(model_dir: str | Path, task_name: str | None, options: TaskO
     return task, model.float().to(device_).eval(), tokenizer, device_
 
 
+def check_known_labels(task: Task, examples: list, data: str | Path) -> None:
+    """A gold label the model was never trained on cannot be scored: one line naming it, the
+    file and how many examples carry it, rather than a KeyError deep in encoding."""
+    if task.labels is None:
+        return
+    known = set(task.labels.labels)
+    unknown: dict[str, int] = {}
+    for example in examples:
+        for label in task.labels_of(example) - known:
+            unknown[label] = unknown.get(label, 0) + 1
+    if unknown:
+        label, count = max(unknown.items(), key=lambda item: item[1])
+        more = f" (and {len(unknown) - 1} other unknown label(s))" if len(unknown) > 1 else ""
+        raise UserError(f"{data}: label {label!r} ({count} example(s)) is not one the model was trained on"
+                        f"{more}; its labels: {', '.join(task.labels.labels)}")
+
+
 def evaluate_model(model_dir: str | Path, task_name: str | None, data: str | Path, out: str | Path | None = None,
                    options: TaskOptions = TaskOptions(), batch_size: int = 64, device: str = "auto",
                    limit: int = 0) -> dict[str, Any]:
@@ -101,12 +119,13 @@ def evaluate_model(model_dir: str | Path, task_name: str | None, data: str | Pat
     defaults to the model directory). With ``out`` the predictions are written there too."""
     task, model, tokenizer, device_ = load_task_model(model_dir, task_name, options, device)
     examples = task.read(data)[: limit or None]
+    check_known_labels(task, examples, data)
     features = task.encode(examples, tokenizer)
     metrics, predictions = evaluate_features(task, model, tokenizer, examples, features, batch_size, device_)
     result = {"task": task.name, "model": str(model_dir), "data": str(data), "examples": len(examples), **metrics}
     target = Path(out) if out is not None else Path(model_dir)
     target.mkdir(parents=True, exist_ok=True)
-    (target / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(target / "metrics.json", json.dumps(result, indent=2) + "\n")
     if out is not None:
         task.write_predictions(target / task.predictions_file, examples, predictions)
     return result
