@@ -217,3 +217,49 @@ def test_resume_in_process_is_bit_exact(tmp_path):
     a, _ = lmforge.load(tmp_path / "full" / "model")
     b, _ = lmforge.load(tmp_path / "cut" / "model")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+# -- real kill -9 at many moments of a save ------------------------------------------------------
+_SAVER = """
+import sys
+from pathlib import Path
+sys.path[:0] = [{tests!r}]
+from test_checkpoint import _training_objects, _train
+from lmforge.training.checkpoint import save_checkpoint
+model, optimizer, scheduler = _training_objects()
+_train(model, optimizer, scheduler, steps=1)
+print("ready", flush=True)
+step = 0
+while True:  # save after save until killed: the kill lands somewhere inside one
+    step += 1
+    save_checkpoint(Path({root!r}), step, model, optimizer, scheduler, {{"epoch": 0, "position": step}}, keep=2)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.013, 0.031, 0.057, 0.089, 0.137])
+def test_kill_9_anywhere_in_a_save_leaves_a_loadable_checkpoint(tmp_path, delay):
+    """SIGKILL at several moments after the first checkpoint is in place, while later ones are
+    being written: resume always finds a complete checkpoint that loads, never a torn one."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "checkpoints"
+    script = _SAVER.format(tests=str(Path(__file__).parent), root=str(root))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 30
+        while not any(root.glob("step-*")) and time.monotonic() < deadline:
+            time.sleep(0.002)  # until the first checkpoint is renamed into place
+        time.sleep(delay)
+        assert proc.poll() is None, "the saver died on its own"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    found = latest_checkpoint(root)
+    assert found is not None and is_complete(found), sorted(p.name for p in root.iterdir())
+    model, optimizer, scheduler = _training_objects(seed=1)
+    state = load_checkpoint(found, model, optimizer, scheduler)
+    assert state["step"] == state["position"] >= 1

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from lmforge.errors import UserError
-from lmforge.interop.native import native_state_to_model, save_native
 from lmforge.files import fsync_dir, fsync_tree, write_text_atomic
+from lmforge.interop.native import native_state_to_model, save_native
 
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
