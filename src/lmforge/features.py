@@ -120,7 +120,9 @@ def extract_features(model, tokenizer, texts: list[str], *, strategy: str = "las
     pooled: list[np.ndarray | None] = [None] * len(texts)
     per_token: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(texts)
     batches = range(0, len(texts), batch_size)
-    if show_progress:
+    from lmforge.progress import progress_enabled
+
+    if show_progress and progress_enabled():
         from tqdm import tqdm
 
         batches = tqdm(batches, unit="batch", desc="features")

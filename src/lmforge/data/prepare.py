@@ -41,6 +41,7 @@ from lmforge.data.shards import ShardWriter, token_dtype
 from lmforge.errors import UserError
 from lmforge.tokenization import Tokenizer
 from lmforge.files import staged_dir
+from lmforge.progress import progress_enabled
 
 MANIFEST = "manifest.json"
 FORMAT = "lmforge.token_shards"
@@ -105,7 +106,7 @@ def _prepare_into(out: Path, corpus: list[str], tokenizer: Tokenizer, heldout_fr
         writers["heldout"] = ShardWriter(out / "heldout", dtype)
     documents_per_file = [0] * len(corpus)
 
-    progress = tqdm(unit="tok", unit_scale=True, desc="tokenizing", disable=not show_progress)
+    progress = tqdm(unit="tok", unit_scale=True, desc="tokenizing", disable=not (show_progress and progress_enabled()))
     chunks = _chunks(corpus, chunk_chars, documents_per_file)
     for (indices, _), sentences in _split_chunks(chunks, line_breaks, num_workers):
         is_heldout = np.fromiter((i in heldout for i in indices), dtype=bool, count=len(indices))
@@ -169,7 +170,8 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
 
 def _count_documents(corpus: list[str], show_progress: bool) -> int:
     documents = itertools.chain.from_iterable(iter_documents(p) for p in corpus)
-    return sum(1 for _ in tqdm(documents, unit="doc", desc="counting documents", disable=not show_progress))
+    return sum(1 for _ in tqdm(documents, unit="doc", desc="counting documents",
+                                disable=not (show_progress and progress_enabled())))
 
 
 def _heldout_count(total: int, fraction: float | None, docs: int | None) -> int:

@@ -16,6 +16,7 @@ import tokenizers
 
 from lmforge.data.corpus import check_corpus_files, iter_texts
 from lmforge.errors import UserError
+from lmforge.progress import progress_enabled
 from lmforge.tokenization.kinds import PipelineOptions, TokenizerKind, TrainerSettings
 
 _BATCH_TEXTS = 1000  # texts handed to the Rust trainer at a time
@@ -45,6 +46,7 @@ def train_backend(
         raise UserError(f"no text to train a tokenizer on in {', '.join(files)}")
     options = PipelineOptions(lowercase=lowercase)
     backend = kind.pipeline(kind.new_model(), options)
+    show_progress = show_progress and progress_enabled()  # bars for a person at a terminal only
     trainer = kind.trainer(TrainerSettings(vocab_size - len(sentinels), min_frequency, show_progress, specials.leading))
     backend.train_from_iterator(itertools.chain([first], batches), trainer=trainer)
     # T5 puts <extra_id_0> at the top id, so the range is added last-first

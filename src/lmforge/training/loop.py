@@ -274,6 +274,10 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
                                 **({"tok/s": f"{record['tokens_per_second']:.0f}"} if "tokens_per_second" in record else {}))
+            elif ctx.is_main and any(k.startswith("eval_") for k in record):
+                # No bar (a log file, CI): one plain line per evaluation instead.
+                evals = "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith("eval_"))
+                print(f"step {self.step}/{cfg.max_steps}  loss {record['loss']:.4f}  {evals}", flush=True)
             stop = self.should_stop is not None and self.should_stop()
             if self.save_checkpoints and ((cfg.save_every and self.step % cfg.save_every == 0) or is_last or stop):
                 if ctx.is_main:
