@@ -142,3 +142,41 @@ def test_masking_invariants(ids, specials, probability, max_predictions, whole_w
                 assert chosen[previous]
     else:
         assert chosen.sum() == min(budget, candidates)
+
+
+@FUZZ
+@given(
+    documents=st.lists(st.lists(st.integers(1, 40), min_size=1, max_size=8), min_size=1, max_size=6),
+    max_seq_length=st.integers(5, 48),
+    short_seq_prob=st.sampled_from([0.0, 0.1, 1.0]),
+    seed=st.integers(0, 2**31 - 1),
+    dupe_round=st.integers(0, 3),
+)
+def test_sentence_pair_invariants(documents, max_seq_length, short_seq_prob, seed, dupe_round):
+    """NSP pairs for any corpus shape (documents of sentences of given token counts): each pair
+    fits ``[CLS] A [SEP] B [SEP]`` in max_seq_length with A and B non-empty; A is a run of whole
+    leading sentences of its document (front/back truncation aside), B of its own document (the
+    next sentences when IsNext); the label is 0/1; the table is the same for the same seed."""
+    from lmforge.objectives.sentence_pairs import (A_END, A_START, B_END, B_START, IS_RANDOM_NEXT, assemble_pair,
+                                                   build_instances)
+
+    lengths = [n for document in documents for n in document]
+    sentence_offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    document_offsets = np.concatenate(([0], np.cumsum([len(d) for d in documents]))).astype(np.int64)
+    args = dict(seed=seed, dupe_round=dupe_round, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob)
+    table = build_instances(sentence_offsets, document_offsets, **args)
+    assert np.array_equal(table, build_instances(sentence_offsets, document_offsets, **args))
+    tokens = np.arange(int(sentence_offsets[-1]), dtype=np.int64) + 10  # token i has id i + 10
+    doc_of_token = np.repeat(np.arange(len(documents)), [sum(d) for d in documents])
+    for row in table:
+        a_start, a_end, b_start, b_end, label = (int(row[c]) for c in (A_START, A_END, B_START, B_END, IS_RANDOM_NEXT))
+        assert label in (0, 1)
+        assert 0 <= a_start < a_end <= len(tokens) and 0 <= b_start < b_end <= len(tokens)
+        assert (a_end - a_start) + (b_end - b_start) + 3 <= max_seq_length
+        assert doc_of_token[a_start] == doc_of_token[a_end - 1]  # A never crosses documents
+        assert doc_of_token[b_start] == doc_of_token[b_end - 1]
+        if label == 0:  # IsNext: B follows A in the same document
+            assert doc_of_token[b_start] == doc_of_token[a_start] and b_start >= a_end
+        input_ids, types = assemble_pair(tokens, row, cls_id=1, sep_id=2)
+        assert input_ids[0] == 1 and input_ids[-1] == 2 and list(input_ids).count(2) == 2
+        assert len(input_ids) <= max_seq_length and types[0] == 0 and types[-1] == 1
