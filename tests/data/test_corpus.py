@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lmforge.cli import main
-from lmforge.data.corpus import iter_documents
+from lmforge.corpus import iter_documents
 from lmforge.data.prepare import prepare_corpus, read_manifest
 from lmforge.data.sentences import split_sentences
 from lmforge.data.shards import ShardWriter, TokenShards, token_dtype

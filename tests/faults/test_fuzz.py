@@ -19,7 +19,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmforge.data.corpus import iter_documents
+from lmforge.corpus import iter_documents
 from lmforge.errors import UserError
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,

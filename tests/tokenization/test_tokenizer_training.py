@@ -1,4 +1,4 @@
-"""Training from corpus files (through lmforge.data.corpus), user errors, and the tokenizer CLI."""
+"""Training from corpus files (through lmforge.corpus), user errors, and the tokenizer CLI."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def check_recipe(recipe) -> None:
         if not (Path(d.prepared) / "manifest.json").is_file():
             raise UserError(f"data.prepared: {d.prepared} is not a prepared data directory (run `lmforge prepare`)")
     else:
-        from lmforge.data.corpus import check_corpus_files
+        from lmforge.corpus import check_corpus_files
 
         if not d.corpus:
             raise UserError("the recipe needs data.corpus (raw text files) or data.prepared")

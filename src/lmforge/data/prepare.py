@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from lmforge.data.corpus import check_corpus_files, iter_documents
+from lmforge.corpus import check_corpus_files, iter_documents
 from lmforge.data.sentences import LineBreaks, split_sentences
 from lmforge.data.shards import ShardWriter, token_dtype
 from lmforge.errors import UserError

@@ -3,7 +3,7 @@
 - ``kinds``: the table of tokenizer kinds (WordPiece/BERT, BPE/GPT, byte-level BPE in RoBERTa's
   and GPT-2's layouts, SentencePiece unigram in ALBERT's and T5's), one frozen spec each;
 - ``tokenizer``: the ``Tokenizer`` class, which reads a kind's spec;
-- ``train``: learning a vocabulary from corpus files read by ``lmforge.data.corpus``;
+- ``train``: learning a vocabulary from corpus files read by ``lmforge.corpus``;
 - ``hf_files``: reading and writing tokenizer directories in the Hugging Face layout.
 """
 

@@ -1,6 +1,6 @@
 """Learning a vocabulary from corpus files with a kind's trainer (HF ``tokenizers``' Rust trainers).
 
-Text comes through ``lmforge.data.corpus`` (the corpus reader pretraining data preparation uses):
+Text comes through ``lmforge.corpus`` (the corpus reader pretraining data preparation uses):
 .txt or .jsonl ("text" field), optionally .gz/.xz/.bz2, streamed in batches so memory grows
 with the number of distinct words, not with the corpus.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tokenizers
 
-from lmforge.data.corpus import check_corpus_files, iter_texts
+from lmforge.corpus import check_corpus_files, iter_texts
 from lmforge.errors import UserError
 from lmforge.progress import progress_enabled
 from lmforge.tokenization.kinds import PipelineOptions, TokenizerKind, TrainerSettings
