@@ -65,6 +65,50 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Pretrai
     return build_dataclass(PretrainRecipe, apply_overrides(read_yaml(path), overrides or []))
 
 
+def validate_recipe(recipe: "PretrainRecipe") -> None:
+    """Values the run would otherwise trip over late (or, worse, accept: max_steps -5 would
+    save an untrained model), checked before any tokenizer training or data preparation."""
+    t, o, d = recipe.train, recipe.objective, recipe.data
+    at_least = {"train.max_steps": (t.max_steps, 1), "train.batch_size": (t.batch_size, 1),
+                "train.log_every": (t.log_every, 1), "train.eval_batches": (t.eval_batches, 1),
+                "train.micro_batch_size": (t.micro_batch_size, 0), "train.warmup_steps": (t.warmup_steps, 0),
+                "train.eval_every": (t.eval_every, 0), "train.save_every": (t.save_every, 0),
+                "train.keep_checkpoints": (t.keep_checkpoints, 0), "objective.max_seq_length": (o.max_seq_length, 8),
+                "objective.max_predictions": (o.max_predictions, 1), "objective.dupe_factor": (o.dupe_factor, 1),
+                "data.vocab_size": (d.vocab_size, 1), "data.heldout_docs": (d.heldout_docs, 0)}
+    for key, (value, low) in at_least.items():
+        if value < low:
+            raise UserError(f"{key} must be at least {low}, got {value}")
+    if not t.lr > 0:
+        raise UserError(f"train.lr must be positive, got {t.lr}")
+    if not t.adam_eps > 0 or not (0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1):
+        raise UserError("train.adam_eps must be positive and train.adam_beta1/2 in [0, 1)")
+    if t.weight_decay < 0 or t.clip_norm < 0:
+        raise UserError("train.weight_decay and train.clip_norm must be >= 0")
+    if not 0 < o.mlm_probability <= 1 or not 0 <= o.short_seq_prob <= 1:
+        raise UserError("objective.mlm_probability must be in (0, 1] and objective.short_seq_prob in [0, 1]")
+    if not 0 <= d.heldout_fraction < 1:
+        raise UserError(f"data.heldout_fraction must be in [0, 1), got {d.heldout_fraction}")
+    if d.prepared:
+        if not (Path(d.prepared) / "manifest.json").is_file():
+            raise UserError(f"data.prepared: {d.prepared} is not a prepared data directory (run `lmforge prepare`)")
+    else:
+        from lmforge.corpus import check_corpus_files
+
+        if not d.corpus:
+            raise UserError("the recipe needs data.corpus (raw text files) or data.prepared")
+        check_corpus_files(d.corpus)
+        if d.tokenizer and not Path(d.tokenizer).is_dir():
+            raise UserError(f"data.tokenizer: no such directory {d.tokenizer}")
+    if not recipe.model.init_from:
+        from lmforge.families import get_preset
+
+        preset = get_preset(recipe.model.preset)
+        if o.max_seq_length > preset.max_positions:
+            raise UserError(f"objective.max_seq_length {o.max_seq_length} exceeds the model's "
+                            f"{preset.max_positions} positions")
+
+
 def _prepare_data(recipe: PretrainRecipe, out: Path, is_main: bool) -> Path:
     """The prepared data directory: given, or built under OUT/data (tokenizer trained if needed)."""
     data = recipe.data
@@ -110,6 +154,7 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
     from lmforge.training import distributed
     from lmforge.training.report import plot_curves, summarize
 
+    validate_recipe(recipe)  # also when called from Python, not only from the CLI
     out = Path(out)
     if not resume and (out / "checkpoints").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

@@ -177,9 +177,15 @@ def test_stale_prepared_data_is_rebuilt(tmp_path, monkeypatch):
             "data.heldout_docs=1"]
     out = tmp_path / "run"
     stale = ["data.corpus=[data/brown/brown-sample.jsonl]", *sets]
-    with pytest.raises(Exception):  # the earlier attempt dies after preparing its data
-        run_pretraining(load_recipe(REPO / "recipes/pretrain/tiny.yaml", [*stale, "model.preset=bert-test",
-                                                                          "train.lr=-1"]), out)
+    from lmforge.objectives import dataset
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:  # the earlier attempt dies right after preparing its data
+        patch.setattr(dataset.PretrainingDataset, "__init__", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            run_pretraining(load_recipe(REPO / "recipes/pretrain/tiny.yaml", [*stale, "model.preset=bert-test"]), out)
     assert (out / "data" / "manifest.json").is_file()
     assert main(["pretrain", "recipes/pretrain/tiny.yaml", "--out", str(out), "--set", f"data.corpus=[{small}]",
                  *[x for s in sets for x in ("--set", s)]]) == 0
@@ -221,3 +227,16 @@ def test_cli_tokenizer_kinds_match():
     from lmforge.tokenization import KIND_SPECS
 
     assert KINDS == {name: kind.reference for name, kind in KIND_SPECS.items()}
+
+
+def test_run_pretraining_validates_its_recipe_before_any_work(tmp_path, monkeypatch):
+    """From Python too (not only the CLI): a bad value fails before a tokenizer or data exist."""
+    from lmforge.errors import UserError
+    from lmforge.pretraining import load_recipe, run_pretraining
+
+    monkeypatch.chdir(REPO)
+    recipe = load_recipe(REPO / "recipes/pretrain/tiny.yaml", ["data.corpus=[data/brown/brown-sample.jsonl]",
+                                                               "train.lr=-1"])
+    with pytest.raises(UserError, match="train.lr must be positive"):
+        run_pretraining(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
