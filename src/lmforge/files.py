@@ -59,7 +59,8 @@ def replace_dir(new: Path, target: Path) -> None:
     """Move the complete directory ``new`` to ``target``, replacing what is there.
 
     The old copy is renamed aside first and deleted last, so a crash in between leaves it
-    under ``.NAME.old-PID`` beside the target rather than losing both."""
+    under ``.NAME.old-PID`` beside the target rather than losing both; ``restore_interrupted``
+    puts it back."""
     fsync_tree(new)
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if target.exists() or target.is_symlink():
@@ -72,12 +73,27 @@ def replace_dir(new: Path, target: Path) -> None:
         old.unlink()
 
 
+def restore_interrupted(target: str | os.PathLike) -> Path | None:
+    """Undo a swap a crash cut between its two renames: ``target`` is missing while its old
+    copy waits beside it as ``.NAME.old-PID``; that copy goes back. Returns what was restored."""
+    target = Path(target)
+    if target.exists() or target.is_symlink() or not target.parent.is_dir():
+        return None
+    leftovers = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if not leftovers:
+        return None
+    os.replace(leftovers[-1], target)
+    fsync_dir(target.parent)
+    return target
+
+
 @contextlib.contextmanager
 def staged_dir(target: str | os.PathLike) -> Iterator[Path]:
     """A fresh directory beside ``target`` to build the new output in; on success it replaces
     ``target`` (see ``replace_dir``), on any error it is removed and ``target`` is untouched."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    restore_interrupted(target)  # an earlier swap cut short: its old copy is the current one
     staging = target.with_name(f".{target.name}.new-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

@@ -240,3 +240,22 @@ def test_run_pretraining_validates_its_recipe_before_any_work(tmp_path, monkeypa
     with pytest.raises(UserError, match="train.lr must be positive"):
         run_pretraining(recipe, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_swap_cut_between_its_renames_is_undone(tmp_path, capsys):
+    """Killed after the old model was renamed aside and before the new one moved in: the next
+    command finds the old copy and puts it back instead of saying the model is missing."""
+    from lmforge.files import restore_interrupted, staged_dir
+
+    target = tmp_path / "model"
+    with staged_dir(target) as new:
+        (new / "weights.txt").write_text("old")
+    aside = tmp_path / ".model.old-4242"
+    target.rename(aside)  # the state a kill between the two renames leaves
+    assert restore_interrupted(target) == target and (target / "weights.txt").read_text() == "old"
+    assert not aside.exists() and restore_interrupted(target) is None
+    target.rename(aside)
+    with staged_dir(target) as new:  # the next save restores first, then swaps as usual
+        (new / "weights.txt").write_text("new")
+    assert (target / "weights.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

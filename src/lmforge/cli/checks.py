@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -134,6 +135,11 @@ def check_model_dir(path: str | Path, flag: str = "--model") -> Path:
     """A local checkpoint directory whose config parses, whose weights are whole and whose
     tokenizer fits its embeddings; hub ids pass through (they are resolved on load)."""
     directory = Path(path)
+    if not directory.exists():
+        from lmforge.files import restore_interrupted
+
+        if restore_interrupted(directory):
+            print(f"note: restored {directory} from the copy an interrupted save left beside it", file=sys.stderr)
     if not directory.exists():
         name = str(path)
         if name.startswith((".", "/", "~")) or name.count("/") != 1:
