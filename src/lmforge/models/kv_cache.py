@@ -3,7 +3,8 @@
 Each attention layer owns one ``LayerCache``: self-attention appends the new tokens' keys and
 values (after rotary positions) on every call; cross-attention stores the encoder output's keys
 and values once. Caches hold ``(B, S, kv_heads * d)`` tensors of a padded (left-padded) batch;
-the layout's attention mask covers cached and new tokens alike.
+the layout's attention mask covers cached and new tokens alike. Caches serve inference (under
+``torch.no_grad``): they are written in place.
 """
 
 from __future__ import annotations
@@ -15,24 +16,42 @@ import torch
 
 @dataclass
 class LayerCache:
-    keys: torch.Tensor | None = None  # (B, S, kv_heads * d)
-    values: torch.Tensor | None = None
+    """One layer's keys and values, in buffers that grow by doubling: appending a token writes
+    it in place (amortised O(1)), where concatenating would copy the whole cache every step."""
+
+    _keys: torch.Tensor | None = None  # (B, capacity, kv_heads * d)
+    _values: torch.Tensor | None = None
+    length: int = 0
 
     @property
-    def length(self) -> int:
-        return 0 if self.keys is None else self.keys.shape[1]
+    def keys(self) -> torch.Tensor | None:
+        return None if self._keys is None else self._keys[:, : self.length]  # (B, S, .) view
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return None if self._values is None else self._values[:, : self.length]
 
     def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add T new tokens' keys and values; returns all of them, (B, S + T, .)."""
-        if self.keys is not None:
-            keys, values = torch.cat((self.keys, keys), dim=1), torch.cat((self.values, values), dim=1)
-        self.keys, self.values = keys, values
-        return keys, values
+        end = self.length + keys.shape[1]
+        if self._keys is None or end > self._keys.shape[1]:
+            capacity = max(end, 2 * (0 if self._keys is None else self._keys.shape[1]))
+            self._keys, self._values = self._grown(self._keys, keys, capacity), self._grown(self._values, values, capacity)
+        self._keys[:, self.length:end] = keys
+        self._values[:, self.length:end] = values
+        self.length = end
+        return self.keys, self.values
+
+    def _grown(self, buffer: torch.Tensor | None, like: torch.Tensor, capacity: int) -> torch.Tensor:
+        grown = like.new_empty(like.shape[0], capacity, like.shape[2])
+        if buffer is not None:
+            grown[:, : self.length] = buffer[:, : self.length]
+        return grown
 
     def reorder(self, batch_index: torch.Tensor) -> None:
         """Keep the rows of ``batch_index`` (beam search keeps the surviving beams)."""
-        if self.keys is not None:
-            self.keys, self.values = self.keys.index_select(0, batch_index), self.values.index_select(0, batch_index)
+        if self._keys is not None:
+            self._keys, self._values = self._keys.index_select(0, batch_index), self._values.index_select(0, batch_index)
 
 
 @dataclass
