@@ -20,12 +20,12 @@ import gzip
 import json
 import lzma
 import os
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 from lmforge.errors import UserError
+from lmforge.files import read_errors
 
 _OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
 FORMATS = (".txt", ".jsonl")
@@ -63,15 +63,12 @@ def iter_documents(path: str | os.PathLike) -> Iterator[str]:
     """The non-empty documents of one corpus file, in file order."""
     kind, compression = corpus_format(path)
     try:
-        with _open_text(path) as handle:
+        with read_errors(path), _open_text(path) as handle:
             yield from (_iter_jsonl(handle, path) if kind == "jsonl" else _iter_txt(handle))
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x}); "
-                        "convert it to UTF-8 first") from None
-    except (EOFError, lzma.LZMAError, gzip.BadGzipFile, zlib.error, OSError, ValueError) as error:
-        if isinstance(error, OSError) and not isinstance(error, gzip.BadGzipFile) and compression is None:
+    except (OSError, ValueError) as error:  # what bz2 raises for a damaged stream
+        if compression is None and isinstance(error, OSError):
             raise  # a plain file-system failure (the CLI reports it with the path)
-        raise UserError(f"{path} is damaged or truncated ({str(error) or type(error).__name__})") from None
+        raise UserError(f"{path}: damaged or truncated compressed file ({error or type(error).__name__})") from None
 
 
 def _iter_txt(handle: IO[str]) -> Iterator[str]:

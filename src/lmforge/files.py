@@ -1,16 +1,40 @@
-"""Writing files so that a crash, Ctrl-C or a full disk leaves either the old output or the new
-one, never half of one: write beside the target, flush to disk (``fsync``, the file and then its
-directory, as in SQLite's and git's atomic-commit recipes) and rename over it. Used by every
-layer that writes (data preparation, checkpoints, fine-tuning, the CLI), so it depends on
-nothing else in lmforge."""
+"""How lmforge touches files, at the bottom of the package (it depends only on ``errors``).
+
+Writing: a crash, Ctrl-C or a full disk leaves either the old output or the new one, never half
+of one: write beside the target, flush to disk (``fsync``, the file and then its directory, as in
+SQLite's and git's atomic-commit recipes) and rename over it.
+
+Reading: whatever bytes an input holds (not UTF-8, a truncated or damaged archive), reading it
+fails in one line naming the file (``read_errors``), never with a decoder's traceback."""
 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import lzma
 import os
 import shutil
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+
+from lmforge.errors import UserError
+
+# What damaged or truncated compressed input raises while it is read.
+DAMAGED_ARCHIVE = (EOFError, lzma.LZMAError, gzip.BadGzipFile, zlib.error)
+
+
+@contextlib.contextmanager
+def read_errors(*paths: str | os.PathLike | None) -> Iterator[None]:
+    """Turn what bad bytes raise while the named inputs are read into one line naming them."""
+    names = ", ".join(str(p) for p in paths if p)
+    try:
+        yield
+    except UnicodeDecodeError as error:
+        raise UserError(f"{names}: not UTF-8 text (byte 0x{error.object[error.start]:02x}); "
+                        "convert it to UTF-8 first") from None
+    except DAMAGED_ARCHIVE as error:
+        raise UserError(f"{names}: damaged or truncated compressed file ({error or type(error).__name__})") from None
 
 
 def fsync_file(path: str | os.PathLike) -> None:

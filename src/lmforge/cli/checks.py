@@ -8,11 +8,10 @@ answer without it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from lmforge.errors import UserError
@@ -55,21 +54,11 @@ def check_input_file(path: str | Path, flag: str, noun: str = "file") -> Path:
     return path
 
 
-@contextlib.contextmanager
-def reading(paths: Iterable[str | Path | None]) -> Iterator[None]:
+def reading(paths: Iterable[str | Path | None]):
     """Turn decoding and decompression failures of the named inputs into one line."""
-    import gzip
-    import lzma
-    import zlib
+    from lmforge.files import read_errors
 
-    names = ", ".join(str(p) for p in paths if p)
-    try:
-        yield
-    except UnicodeDecodeError as error:
-        raise UserError(f"{names}: not UTF-8 text (byte 0x{error.object[error.start]:02x}); "
-                        "convert it to UTF-8 first") from None
-    except (EOFError, lzma.LZMAError, gzip.BadGzipFile, zlib.error) as error:
-        raise UserError(f"{names}: damaged or truncated compressed file ({error or type(error).__name__})") from None
+    return read_errors(*paths)
 
 
 def model_config_of(directory: Path) -> dict:

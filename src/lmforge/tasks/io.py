@@ -13,11 +13,11 @@ import contextlib
 import gzip
 import json
 import lzma
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from lmforge import files
 from lmforge.errors import UserError
 
 
@@ -46,14 +46,11 @@ def open_text(path: str | Path) -> Iterator[IO[str]]:
 
 @contextlib.contextmanager
 def read_errors(path: str | Path) -> Iterator[None]:
-    """Turn what bad bytes raise while reading ``path`` into one line naming it."""
+    """Turn what bad bytes (``lmforge.files.read_errors``) or the file system raise while
+    reading ``path`` into one line naming it."""
     try:
-        yield
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x}); "
-                        "convert it to UTF-8 first") from None
-    except (EOFError, lzma.LZMAError, gzip.BadGzipFile, zlib.error) as error:
-        raise UserError(f"{path}: damaged or truncated compressed file ({error or type(error).__name__})") from None
+        with files.read_errors(path):
+            yield
     except OSError as error:
         raise UserError(f"{path}: cannot read it ({error.strerror or error})") from None
 

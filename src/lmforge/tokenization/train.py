@@ -8,7 +8,6 @@ with the number of distinct words, not with the corpus.
 from __future__ import annotations
 
 import itertools
-import lzma
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import tokenizers
 
 from lmforge.corpus import check_corpus_files, iter_texts
 from lmforge.errors import UserError
+from lmforge.files import read_errors
 from lmforge.progress import progress_enabled
 from lmforge.tokenization.kinds import PipelineOptions, TokenizerKind, TrainerSettings
 
@@ -66,13 +66,11 @@ def role_ids(backend: tokenizers.Tokenizer, kind: TokenizerKind) -> dict[str, tu
 def _text_batches(files: Sequence[str]) -> Iterator[list[str]]:
     batch: list[str] = []
     for path in files:
-        try:
+        with read_errors(path):
             for text in iter_texts(path):
                 batch.append(text)
                 if len(batch) >= _BATCH_TEXTS:
                     yield batch
                     batch = []
-        except (UnicodeDecodeError, OSError, EOFError, lzma.LZMAError) as error:
-            raise UserError(f"cannot read {path}: {error}") from error
     if batch:
         yield batch
