@@ -100,13 +100,9 @@ def check_known_labels(task: Task, examples: list, data: str | Path) -> None:
     file and how many examples carry it, rather than a KeyError deep in encoding."""
     if task.labels is None:
         return
-    known = set(task.labels.labels)
-    unknown: dict[str, int] = {}
-    for example in examples:
-        for label in task.labels_of(example) - known:
-            unknown[label] = unknown.get(label, 0) + 1
+    unknown = task.labels_outside(examples, set(task.labels.labels))
     if unknown:
-        label, count = max(unknown.items(), key=lambda item: item[1])
+        label, count = unknown[0]
         more = f" (and {len(unknown) - 1} other unknown label(s))" if len(unknown) > 1 else ""
         raise UserError(f"{data}: label {label!r} ({count} example(s)) is not one the model was trained on"
                         f"{more}; its labels: {', '.join(task.labels.labels)}")

@@ -127,13 +127,11 @@ def choose_labels(task: Task, source: nn.Module, train_examples, eval_examples, 
         return None
     trained = set(task.label_names(train_examples))
     known = trained | (set(source.config.labels) if source.task == task.model_task else set())
-    unseen: dict[str, int] = {}
-    for example in eval_examples:
-        for label in task.labels_of(example) - known:
-            unseen[label] = unseen.get(label, 0) + 1
+    unseen = task.labels_outside(eval_examples, known)
     if unseen:
-        label, count = max(unseen.items(), key=lambda item: item[1])
-        others = f" (and {len(unseen) - 1} more label(s): {', '.join(sorted(unseen)[:5])})" if len(unseen) > 1 else ""
+        label, count = unseen[0]
+        names = sorted(name for name, _ in unseen)
+        others = f" (and {len(unseen) - 1} more label(s): {', '.join(names[:5])})" if len(unseen) > 1 else ""
         raise UserError(f"label {label!r} occurs in {count} example(s) of {eval_name} but never in {train_name}"
                         f"{others}: the model cannot learn it; fix the label or add training examples")
     seen = trained | set(task.label_names(eval_examples))

@@ -21,7 +21,7 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 from lmforge.families import Family, family_for_hf_model_type, get_family
-from lmforge.interop.state import copy_into, unique_state
+from lmforge.interop.state import copy_into, fresh_heads, unique_state
 from lmforge.models.build import build_model
 
 _LEGACY_NORM_NAMES = {".gamma": ".weight", ".beta": ".bias"}  # TF-era LayerNorm names
@@ -123,9 +123,3 @@ def save_hf(model: nn.Module, directory: str | Path, tokenizer=None) -> Path:
     if tokenizer is not None:
         tokenizer.save(directory)
     return directory
-
-
-def fresh_heads(changes: dict | None) -> tuple[str, ...]:
-    """Heads that start from their initialisation whatever the checkpoint holds: a new label
-    set means a new classifier, even with as many labels as the old one."""
-    return ("classifier.",) if "labels" in (changes or {}) else ()

@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
-from lmforge.interop.hf import fresh_heads
-from lmforge.interop.state import copy_into, unique_state
+from lmforge.interop.state import copy_into, fresh_heads, unique_state
 from lmforge.models.build import build_model
 
 MANIFEST = "lmforge.json"
@@ -46,18 +44,12 @@ def read_native_manifest(directory: Path) -> tuple[ModelConfig, str]:
     return ModelConfig.from_dict(manifest["config"]), manifest["task"]
 
 
-def native_state_to_model(model: nn.Module, tensors: dict[str, torch.Tensor], keep_heads: bool = True,
-                          fresh: tuple[str, ...] = ()) -> None:
-    """Strict copy of lmforge-named tensors; see ``copy_into``."""
-    copy_into(model, tensors, keep_heads=keep_heads, fresh=fresh)
-
-
 def load_native(directory: str | Path, task: str | None = None, changes: dict | None = None) -> nn.Module:
     """As ``load_hf``, for lmforge's own layout."""
     directory = Path(directory)
     config, stored_task = read_native_manifest(directory)
     config = config.replace(**(changes or {}))
     model = build_model(config, task or stored_task)
-    native_state_to_model(model, load_file(directory / "model.safetensors"),
-                          keep_heads=(task or stored_task) == stored_task, fresh=fresh_heads(changes))
+    copy_into(model, load_file(directory / "model.safetensors"),
+              keep_heads=(task or stored_task) == stored_task, fresh=fresh_heads(changes))
     return model

@@ -33,6 +33,12 @@ def unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items() if name not in shared}
 
 
+def fresh_heads(changes: dict | None) -> tuple[str, ...]:
+    """Heads that start from their initialisation whatever the checkpoint holds: a new label
+    set means a new classifier, even with as many labels as the old one."""
+    return ("classifier.",) if "labels" in (changes or {}) else ()
+
+
 def copy_into(model: nn.Module, tensors: dict[str, torch.Tensor], keep_heads: bool = True,
               fresh: tuple[str, ...] = (), describe: Callable[[str], str] = str) -> None:
     """Copy ``tensors`` (lmforge names) into ``model``.

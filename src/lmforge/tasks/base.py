@@ -227,6 +227,15 @@ class Task(Objective):
         """The labels one example carries (none for qa)."""
         return set()
 
+    def labels_outside(self, examples: list, known: set[str]) -> list[tuple[str, int]]:
+        """Labels the examples carry that ``known`` lacks, with how many examples carry each,
+        most frequent first."""
+        counts: dict[str, int] = {}
+        for example in examples:
+            for label in self.labels_of(example) - known:
+                counts[label] = counts.get(label, 0) + 1
+        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
     def trainable(self, examples: list) -> list:
         """The examples training can learn from (qa leaves out questions whose answers were
         not found in their context; the reader has said how many)."""

@@ -30,7 +30,8 @@ import torch
 
 from lmforge.errors import UserError
 from lmforge.files import fsync_dir, fsync_tree, write_text_atomic
-from lmforge.interop.native import native_state_to_model, save_native
+from lmforge.interop.native import save_native
+from lmforge.interop.state import copy_into
 
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
@@ -198,7 +199,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
         weights = load_file(path / "model.safetensors")
     except Exception as error:
         raise UserError(f"checkpoint {path} is damaged ({type(error).__name__})") from None
-    native_state_to_model(model, weights)
+    copy_into(model, weights)
     try:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
