@@ -49,12 +49,24 @@ class ModelConfig:
     norm_eps: float = 1e-12  # BERT 1e-12; RoBERTa/BART/GPT 1e-5; T5 1e-6
     embedding_norm: bool = True  # BERT/RoBERTa/BART normalise the summed embeddings
     embedding_scale: bool = False  # BART scale_embedding: token embeddings times sqrt(H)
+    # Factorised embedding (ALBERT E): token, position and segment tables and their norm are
+    # this wide, then a linear maps them to H; the MLM head's transform maps back to this width
+    # and its output projection (tied to the token table) reads it. 0: no factorisation.
+    embedding_size: int = 0
+    # Cross-layer parameter sharing (ALBERT num_hidden_groups): the stack holds this many
+    # groups of distinct layers and its i-th of num_layers steps runs group
+    # floor(i / (num_layers / groups)). 0: no sharing, every layer has its own parameters.
+    num_layer_groups: int = 0
+    layers_per_group: int = 1  # ALBERT inner_group_num: distinct layers each group runs in order
     final_norm: bool = False  # pre-norm stacks (GPT-2 ln_f, T5, LLaMA) end with a norm
     bias: bool = True  # BERT/GPT linears carry biases; T5/LLaMA have none
     scale_attention_scores: bool = True  # scores / sqrt(head_dim); T5 leaves them unscaled
     tie_word_embeddings: bool = True  # BERT/GPT-2 output projection shares the input embedding
     output_bias: bool = False  # BART final_logits_bias: a (1, V) buffer added to LM logits
     pooler: bool = True  # BERT: dense + tanh over the pooled token ([CLS])
+    pretraining_pair_head: bool = True  # the pretraining model's NSP (BERT) / SOP (ALBERT) head; RoBERTa: none
+    mlm_head_activation: Activation | None = None  # MLM head transform; None: activation (RoBERTa: erf-gelu always)
+    classifier_hidden: bool = False  # RoBERTa: sequence classifier = dense + tanh + out_proj on the pooled token, no pooler
     pooling: Pooling = "first"  # sequence heads read BERT [CLS], GPT-2 last real token, BART final EOS
     hidden_dropout: float = 0.1  # BERT hidden_dropout_prob
     attention_dropout: float = 0.1  # BERT attention_probs_dropout_prob
@@ -71,6 +83,13 @@ class ModelConfig:
             )
         if self.num_heads % (self.num_kv_heads or self.num_heads):
             raise UserError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+        if self.mlm_head_activation is not None and self.mlm_head_activation not in get_args(Activation):
+            raise UserError(f"config field mlm_head_activation must be one of {get_args(Activation)} or None, "
+                            f"got {self.mlm_head_activation!r}")
+        if (self.num_layer_groups < 0 or self.num_layer_groups > self.num_layers or self.layers_per_group < 1
+                or (not self.num_layer_groups and self.layers_per_group != 1)):
+            raise UserError(f"layer sharing needs 0 <= num_layer_groups <= num_layers ({self.num_layers}) and "
+                            f"layers_per_group >= 1 (1 without sharing), got {self.num_layer_groups} and {self.layers_per_group}")
         # Resolve the "same as" defaults once, so every reader sees plain numbers.
         object.__setattr__(self, "head_dim", self.head_dim or self.hidden_size // self.num_heads)
         object.__setattr__(self, "num_kv_heads", self.num_kv_heads or self.num_heads)
@@ -79,6 +98,11 @@ class ModelConfig:
             allowed = get_args(kind)
             if getattr(kind, "__origin__", None) is Literal and getattr(self, name) not in allowed:
                 raise UserError(f"config field {name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def embedding_width(self) -> int:
+        """Width of the token/position/segment tables: E when factorised, else H."""
+        return self.embedding_size or self.hidden_size
 
     @property
     def num_labels(self) -> int:

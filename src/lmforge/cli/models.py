@@ -64,18 +64,19 @@ def run_presets(args: argparse.Namespace) -> int:
     for row in [header, *rows]:
         print("  ".join(str(cell).rjust(w) if isinstance(cell, int) or i == 5 else str(cell).ljust(w)
                         for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
-    print("parameters: with the pretraining heads (MLM + NSP)")
+    print("parameters: with the pretraining heads (MLM, and NSP/SOP where the family has one)")
     return 0
 
 
 def parameter_count(config) -> int:
-    """Parameters of the pretraining model (MLM + NSP heads), counted from the config alone for
+    """Parameters of the pretraining model (MLM head, NSP/SOP head where the family has one), counted from the config alone for
     BERT-style encoders (so listing presets needs no torch); other layouts are built on the meta
     device. tests/test_cli_speed.py checks the count against the built model for every preset."""
     bert_style = (config.architecture == "encoder" and config.positions == "learned" and config.bias
                   and config.feed_forward == "plain" and config.norm_type == "layernorm"
                   and config.norm_placement == "post" and config.num_kv_heads == config.num_heads
-                  and config.head_dim * config.num_heads == config.hidden_size)
+                  and config.head_dim * config.num_heads == config.hidden_size
+                  and not config.embedding_size and not config.num_layer_groups)
     if not bert_style:
         import torch
 
@@ -87,9 +88,10 @@ def parameter_count(config) -> int:
     norm = 2 * h
     embeddings = (v + config.max_positions + config.position_offset + config.type_vocab_size) * h + (norm if config.embedding_norm else 0)
     layer = 4 * (h * h + h) + norm + (h * i + i) + (i * h + h) + norm
-    pooler = h * h + h if config.pooler else 0
+    pair = config.pretraining_pair_head  # RoBERTa: MLM alone, so no pooler either
+    pooler = h * h + h if config.pooler and pair else 0
     mlm = (h * h + h) + norm + v + (0 if config.tie_word_embeddings else v * h)
-    nsp = 2 * h + 2
+    nsp = 2 * h + 2 if pair else 0
     return embeddings + config.num_layers * layer + (norm if config.final_norm else 0) + pooler + mlm + nsp
 
 

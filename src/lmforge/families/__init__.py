@@ -38,9 +38,9 @@ class Family:
 
 
 def registered_families() -> dict[str, Family]:
-    from lmforge.families import bert
+    from lmforge.families import albert, bert, roberta
 
-    return {family.name: family for family in (bert.FAMILY,)}
+    return {family.name: family for family in (bert.FAMILY, roberta.FAMILY, albert.FAMILY)}
 
 
 def get_family(name: str) -> Family:

@@ -10,8 +10,9 @@ tied to the input embeddings. Compact presets follow "Well-Read Students Learn B
 from __future__ import annotations
 
 from lmforge.config import ModelConfig
-from lmforge.errors import UserError
 from lmforge.families import Family
+from lmforge.families.hf_fields import (ACTIVATION_NAMES, activation_from_hf, add_labels, labels_from_hf,
+                                        require_absolute_positions)
 from lmforge.families.weights import Rule, WeightMap, prefixed, qkv_sizes
 
 
@@ -39,20 +40,9 @@ PRESETS = {
     "bert-large-uncased": bert_config(24, 1024, 16),
 }
 
-# HF "hidden_act" strings and ours; the first of each kind is what export writes.
-_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                "relu": "relu", "silu": "silu", "swish": "silu"}
-_ACTIVATION_NAMES = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
-
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    act = hf.get("hidden_act", "gelu")
-    if act not in _ACTIVATIONS:
-        raise UserError(f"config.json hidden_act {act!r} is not supported")
-    if hf.get("position_embedding_type", "absolute") != "absolute":
-        raise UserError("only absolute position embeddings are supported for BERT")
-    id2label = hf.get("id2label") or {}
-    labels = tuple(id2label[k] for k in sorted(id2label, key=int)) if id2label else ()
+    require_absolute_positions(hf, "BERT")
     return ModelConfig(
         family="bert",
         vocab_size=hf["vocab_size"],
@@ -62,7 +52,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
         intermediate_size=hf["intermediate_size"],
         max_positions=hf.get("max_position_embeddings", 512),
         type_vocab_size=hf.get("type_vocab_size", 2),
-        activation=_ACTIVATIONS[act],
+        activation=activation_from_hf(hf.get("hidden_act", "gelu")),
         norm_eps=hf.get("layer_norm_eps", 1e-12),
         hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
         attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
@@ -70,7 +60,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
         pad_token_id=hf.get("pad_token_id", 0) or 0,
         tie_word_embeddings=hf.get("tie_word_embeddings", True),
         initializer_range=hf.get("initializer_range", 0.02),
-        labels=labels,
+        labels=labels_from_hf(hf),
     )
 
 
@@ -83,7 +73,7 @@ def config_to_hf(config: ModelConfig, task: str) -> dict:
         "num_hidden_layers": config.num_layers,
         "num_attention_heads": config.num_heads,
         "intermediate_size": config.intermediate_size,
-        "hidden_act": _ACTIVATION_NAMES[config.activation],
+        "hidden_act": ACTIVATION_NAMES[config.activation],
         "hidden_dropout_prob": config.hidden_dropout,
         "attention_probs_dropout_prob": config.attention_dropout,
         "max_position_embeddings": config.max_positions,
@@ -95,10 +85,7 @@ def config_to_hf(config: ModelConfig, task: str) -> dict:
         "classifier_dropout": config.classifier_dropout,
         "tie_word_embeddings": config.tie_word_embeddings,
     }
-    if config.labels:
-        hf["id2label"] = {str(i): label for i, label in enumerate(config.labels)}
-        hf["label2id"] = {label: i for i, label in enumerate(config.labels)}
-    return hf
+    return add_labels(hf, config)
 
 
 ARCHITECTURES = {
@@ -110,8 +97,8 @@ ARCHITECTURES = {
     "question_answering": "BertForQuestionAnswering",
 }
 
-# lmforge backbone module -> transformers BertModel module ({i}: layer number).
-_BACKBONE = [
+# lmforge backbone module -> transformers BertModel module ({i}: layer number); RoBERTa's too.
+BACKBONE_RULES = [
     ("embeddings.word", "embeddings.word_embeddings"),
     ("embeddings.position", "embeddings.position_embeddings"),
     ("embeddings.token_type", "embeddings.token_type_embeddings"),
@@ -135,7 +122,7 @@ _HEADS = [
     ("classifier.classifier", "classifier"),
     ("span_head", "qa_outputs"),
 ]
-WEIGHTS = WeightMap(prefixed(_BACKBONE, "backbone.", "bert.") + _HEADS)
+WEIGHTS = WeightMap(prefixed(BACKBONE_RULES, "backbone.", "bert.") + _HEADS)
 
 FAMILY = Family(
     name="bert",

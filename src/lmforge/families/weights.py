@@ -3,8 +3,10 @@ export runs the same table backwards (torchtitan's rule: one map, never two).
 
 A table is a list of ``Rule``s. A rule pairs an lmforge module prefix with one HF module prefix,
 or with several that lmforge keeps fused along the first dimension (BERT's separate
-query/key/value become one ``qkv`` parameter). ``{i}`` stands for a layer number. A name maps
-by its longest matching prefix; the rest (``.weight``, ``.bias``) carries over unchanged.
+query/key/value become one ``qkv`` parameter). ``{i}`` stands for a layer number (any
+``{letter}`` is a number placeholder: ALBERT's shared layers are ``{g}`` group, ``{j}`` layer in
+the group). A name maps by its longest matching prefix; the rest (``.weight``, ``.bias``)
+carries over unchanged.
 
 A rule may carry a ``Transform`` per HF part, applied on import and inverted on export:
 ``TRANSPOSE`` for GPT-2's Conv1D layout ([in, out] weights) and ``RotaryInterleave`` for
@@ -91,9 +93,20 @@ class Rule:
         return self.transform[part] if isinstance(self.transform, tuple) else self.transform
 
 
+_PLACEHOLDER = re.compile(r"\\\{([a-z])\\\}")  # "{i}" after re.escape
+
+
 def _pattern(prefix: str) -> re.Pattern:
-    escaped = re.escape(prefix).replace(r"\{i\}", r"(?P<i>\d+)")
+    escaped = _PLACEHOLDER.sub(r"(?P<\1>\\d+)", re.escape(prefix))
     return re.compile(rf"^{escaped}(?P<rest>(\..+)?)$")
+
+
+def _fill(target: str, match: re.Match) -> str:
+    """``target`` with each number placeholder replaced by what ``match`` found for it."""
+    for name, number in match.groupdict().items():
+        if name != "rest" and number is not None:
+            target = target.replace(f"{{{name}}}", number)
+    return target
 
 
 def _best_match(name: str, table):
@@ -104,8 +117,7 @@ def _best_match(name: str, table):
         if match:
             length = len(match.group(0)) - len(match.group("rest"))
             if best is None or length > best[0]:
-                filled = target.replace("{i}", match.groupdict().get("i") or "")
-                best = (length, filled + match.group("rest"), payload)
+                best = (length, _fill(target, match) + match.group("rest"), payload)
     return None if best is None else best[1:]
 
 
@@ -133,8 +145,7 @@ class WeightMap:
         if best is None:
             raise UserError(f"no Hugging Face name for lmforge weight {name}")
         match, rule = best
-        layer = match.groupdict().get("i") or ""
-        return [part.replace("{i}", layer) + match.group("rest") for part in rule.parts], rule
+        return [_fill(part, match) + match.group("rest") for part in rule.parts], rule
 
     def import_tensors(self, tensors: dict[str, torch.Tensor], config: ModelConfig):
         """HF tensors -> (lmforge tensors, lmforge name -> the HF name it came from, HF names

@@ -109,11 +109,11 @@ class Transformer(_Stacked):
         return out
 
     def new_cache(self) -> KVCache:
-        return KVCache.empty(len(self.stack.layers))
+        return KVCache.empty(len(self.stack.schedule))
 
     def layer_groups(self) -> list[nn.Module]:
         """Bottom to top: embeddings, then each layer (ULMFiT's discriminative learning rates)."""
-        return [self.embeddings, *self.stack.layers]
+        return [self.embeddings, *self.stack.distinct_layers()]
 
 
 @dataclass
@@ -163,10 +163,10 @@ class EncoderDecoder(_Stacked):
         return EncoderDecoderOutput(decoder_output, encoder_output)
 
     def new_cache(self) -> KVCache:
-        return KVCache.empty(len(self.decoder.layers), cross_attention=True)
+        return KVCache.empty(len(self.decoder.schedule), cross_attention=True)
 
     def layer_groups(self) -> list[nn.Module]:
-        return [self.shared, *self.encoder.layers, *self.decoder.layers]
+        return [self.shared, *self.encoder.distinct_layers(), *self.decoder.distinct_layers()]
 
 
 def build_backbone(config: ModelConfig, with_pooler: bool = True) -> nn.Module:

@@ -43,14 +43,39 @@ class TransformerBlock(nn.Module):
         return self.feed_forward(x)
 
 
+class LayerGroup(nn.Module):
+    """Distinct blocks that cross-layer sharing runs in order, as one unit (ALBERT's
+    AlbertLayerGroup; ``layers_per_group`` is its ``inner_group_num``)."""
+
+    def __init__(self, config: ModelConfig, causal: bool, cross_attention: bool) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(TransformerBlock(config, causal, cross_attention)
+                                    for _ in range(config.layers_per_group))
+
+
 class TransformerStack(nn.Module):
     """A stack of blocks, with T5's relative position bias computed once for all of them
-    (``positions == "relative_buckets"``) and an optional final norm (pre-norm families)."""
+    (``positions == "relative_buckets"``) and an optional final norm (pre-norm families).
+
+    Without sharing, ``layers`` holds one block per layer. With cross-layer sharing
+    (``num_layer_groups``; ALBERT, Lan et al. 2020 §3.1) ``groups`` holds the distinct blocks and
+    step i of ``num_layers`` runs group floor(i / (num_layers / groups)), as transformers'
+    AlbertTransformer computes it. Either way ``schedule`` lists the blocks in the order they
+    run (a plain tuple, so the default path loops exactly as before); the hidden states after
+    every block run are what ``output_hidden_states`` returns (transformers 5 records each
+    AlbertLayer call too)."""
 
     def __init__(self, config: ModelConfig, num_layers: int, causal: bool, cross_attention: bool = False) -> None:
         super().__init__()
         self.causal = causal
-        self.layers = nn.ModuleList(TransformerBlock(config, causal, cross_attention) for _ in range(num_layers))
+        if config.num_layer_groups:
+            groups = config.num_layer_groups
+            self.groups = nn.ModuleList(LayerGroup(config, causal, cross_attention) for _ in range(groups))
+            self.schedule = tuple(block for i in range(num_layers)
+                                  for block in self.groups[int(i / (num_layers / groups))].layers)
+        else:
+            self.layers = nn.ModuleList(TransformerBlock(config, causal, cross_attention) for _ in range(num_layers))
+            self.schedule = tuple(self.layers)
         self.position_bias = (RelativePositionBias(config, bidirectional=not causal)
                               if config.positions == "relative_buckets" else None)
         self.final_norm = make_norm(config) if config.final_norm else None
@@ -61,7 +86,7 @@ class TransformerStack(nn.Module):
         if self.position_bias is not None:
             inputs = replace(inputs, position_bias=self.position_bias(*inputs.layout.attention_extent()))
         hidden_states = [x] if output_hidden_states else None
-        for index, layer in enumerate(self.layers):
+        for index, layer in enumerate(self.schedule):
             x = layer(x, inputs, *(cache.layer(index) if cache is not None else (None, None)))
             if hidden_states is not None:
                 hidden_states.append(x)
@@ -70,3 +95,7 @@ class TransformerStack(nn.Module):
             if hidden_states is not None:
                 hidden_states[-1] = x
         return x, hidden_states
+
+    def distinct_layers(self) -> list[nn.Module]:
+        """Bottom to top, each parameter once: the blocks, or the shared groups."""
+        return list(self.groups if hasattr(self, "groups") else self.layers)

@@ -17,7 +17,7 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 from lmforge.models.backbones import BackboneOutput, EncoderDecoderOutput, build_backbone
-from lmforge.models.heads import LinearClassifier, LMHead, MaskedLMHead, PairHead
+from lmforge.models.heads import DenseTanhClassifier, LinearClassifier, LMHead, MaskedLMHead, PairHead
 from lmforge.models.kv_cache import KVCache
 from lmforge.models.layers import Linear, init_weights
 
@@ -36,6 +36,11 @@ class TaskModel(nn.Module):
                             f"not an {config.architecture}")
         self.config = config
         self.backbone = backbone
+
+    @classmethod
+    def needs_pooler(cls, config: ModelConfig) -> bool:
+        """Whether this task's heads read the backbone's pooler (it is built only then)."""
+        return cls.uses_pooler
 
     def layer_groups(self) -> list[nn.Module]:
         """Bottom to top (ULMFiT's discriminative learning rates); heads and pooler on top."""
@@ -66,16 +71,21 @@ class PretrainingOutput:
 
 
 class ForPretraining(TaskModel):
-    """Masked-LM head plus the sentence-pair head (BERT's MLM + NSP)."""
+    """Masked-LM head plus the sentence-pair head (BERT's MLM + NSP, ALBERT's MLM + SOP); a
+    config without ``pretraining_pair_head`` (RoBERTa) pretrains with the MLM head alone."""
 
     task = "pretraining"
     has_pair_head = True
     uses_pooler = True
 
+    @classmethod
+    def needs_pooler(cls, config: ModelConfig) -> bool:
+        return cls.has_pair_head and config.pretraining_pair_head
+
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
         super().__init__(config, backbone)
         self.mlm_head = MaskedLMHead(config, backbone.embeddings.word)
-        self.pair_head = PairHead(config) if self.has_pair_head else None
+        self.pair_head = PairHead(config) if self.needs_pooler(config) else None
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, predict_mask: torch.Tensor | None = None,
                 output_hidden_states: bool = False, unpad: bool = False) -> PretrainingOutput:
@@ -137,15 +147,21 @@ class ForSeq2SeqLM(TaskModel):
 
 class ForSequenceClassification(TaskModel):
     """A classifier on one vector per sequence: BERT's pooler output over [CLS], or the token
-    ``config.pooling`` picks (GPT-2: the last real token) when the backbone has no pooler."""
+    ``config.pooling`` picks (GPT-2: the last real token) when the backbone has no pooler.
+    ``classifier_hidden`` (RoBERTa): a dense + tanh head on that token instead of the pooler."""
 
     task = "sequence_classification"
     uses_pooler = True
     architectures = ("encoder", "decoder")
 
+    @classmethod
+    def needs_pooler(cls, config: ModelConfig) -> bool:
+        return not config.classifier_hidden
+
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
         super().__init__(config, backbone)
-        self.classifier = LinearClassifier(config, max(config.num_labels, 1))
+        head = DenseTanhClassifier if config.classifier_hidden else LinearClassifier
+        self.classifier = head(config, max(config.num_labels, 1))
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, unpad: bool = False):
         out = self.backbone(input_ids, attention_mask, token_type_ids, unpad=unpad)
@@ -204,7 +220,7 @@ def build_model(config: ModelConfig, task: str = "pretraining", seed: int | None
     model_class = task_model_class(task)
     if seed is not None:
         torch.manual_seed(seed)
-    model = model_class(config, build_backbone(config, with_pooler=model_class.uses_pooler))
+    model = model_class(config, build_backbone(config, with_pooler=model_class.needs_pooler(config)))
     model.apply(lambda module: init_weights(module, config.initializer_range))
     for module in model.modules():
         # A tied output projection was initialised after its embedding: restore the zero padding row.

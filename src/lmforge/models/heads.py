@@ -9,8 +9,9 @@
   projection is most of the compute.
 * ``LMHead``: the bare vocabulary projection of causal and sequence-to-sequence LMs (GPT-2,
   LLaMA untied, BART with its ``final_logits_bias`` buffer).
-* Fine-tuning heads: sequence classification from the pooled vector, token classification
-  and span start/end from every token (BERT paper §4).
+* Fine-tuning heads: sequence classification from the pooled vector (or RoBERTa's dense +
+  tanh head on the pooled token), token classification and span start/end from every token
+  (BERT paper §4).
 """
 
 from __future__ import annotations
@@ -32,21 +33,26 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(pooled_token))
 
 
-def _vocabulary_projection(config: ModelConfig, word_embeddings: nn.Embedding) -> Linear:
-    """(H -> V) without bias; shares the input embedding matrix when the config ties them."""
-    projection = Linear(config.hidden_size, config.vocab_size, bias=False)
+def _vocabulary_projection(config: ModelConfig, word_embeddings: nn.Embedding, width: int | None = None) -> Linear:
+    """(width -> V, default H) without bias; shares the input embedding matrix when the config ties them."""
+    projection = Linear(width or config.hidden_size, config.vocab_size, bias=False)
     if config.tie_word_embeddings:
         projection.weight = word_embeddings.weight  # one Parameter, saved once
     return projection
 
 
 class MaskedLMHead(nn.Module):
+    """With a factorised embedding (ALBERT) the transform maps H -> E and the tied projection
+    reads E; ``mlm_head_activation`` overrides the activation (RoBERTa's head is erf-gelu
+    whatever ``hidden_act`` says)."""
+
     def __init__(self, config: ModelConfig, word_embeddings: nn.Embedding) -> None:
         super().__init__()
-        self.dense = Linear(config.hidden_size, config.hidden_size)
-        self.activation = ACTIVATIONS[config.activation]
-        self.norm = make_norm(config)
-        self.decoder = _vocabulary_projection(config, word_embeddings)
+        width = config.embedding_width
+        self.dense = Linear(config.hidden_size, width)
+        self.activation = ACTIVATIONS[config.mlm_head_activation or config.activation]
+        self.norm = make_norm(config, width)
+        self.decoder = _vocabulary_projection(config, word_embeddings, width)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -91,3 +97,19 @@ class LinearClassifier(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden))
+
+
+class DenseTanhClassifier(nn.Module):
+    """RoBERTa's classification head (fairseq RobertaClassificationHead, transformers'
+    RobertaClassificationHead): dropout, dense H -> H, tanh, dropout, output projection, read
+    from the pooled token's hidden state; the backbone's pooler is not used."""
+
+    def __init__(self, config: ModelConfig, num_outputs: int) -> None:
+        super().__init__()
+        rate = config.hidden_dropout if config.classifier_dropout is None else config.classifier_dropout
+        self.dropout = nn.Dropout(rate)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.output = Linear(config.hidden_size, num_outputs)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.output(self.dropout(torch.tanh(self.dense(self.dropout(hidden)))))

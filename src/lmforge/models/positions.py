@@ -25,8 +25,8 @@ from lmforge.config import ModelConfig
 class LearnedPositions(nn.Embedding):
     """Row ``position_offset + p`` holds position p (rows before the offset are never read)."""
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config.max_positions + config.position_offset, config.hidden_size)
+    def __init__(self, config: ModelConfig, width: int | None = None) -> None:
+        super().__init__(config.max_positions + config.position_offset, width or config.hidden_size)
         self.offset = config.position_offset
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
