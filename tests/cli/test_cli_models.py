@@ -27,6 +27,12 @@ def test_presets_lists_exact_counts(capsys):
     out = capsys.readouterr().out
     assert re.search(r"bert-base-uncased\s+bert\s+12\s+768\s+12\s+110,106,428", out)
     assert re.search(r"bert-mini\s+bert\s+4\s+256\s+4\s+11,267,900", out)
+    # RobertaForMaskedLM and AlbertForPreTraining sizes (../shared/FAMILIES.md section 3)
+    assert re.search(r"roberta-base\s+roberta\s+12\s+768\s+12\s+124,697,433", out)
+    assert re.search(r"albert-base-v2\s+albert\s+12\s+768\s+12\s+11,813,810", out)
+    assert re.search(r"albert-xxlarge-v2\s+albert\s+12\s+4096\s+64\s+223,158,450", out)
+    for preset in ("roberta-large", "distilroberta-base", "roberta-tiny", "albert-tiny", "albert-base-v1"):
+        assert re.search(rf"^{preset}\s", out, re.MULTILINE), preset
 
 
 def test_convert_round_trip(hf_dir, tmp_path, capsys):

@@ -101,3 +101,20 @@ def test_preset_parameter_counts(preset):
     if preset in PRESET_COUNTS:
         assert (ours["backbone"], ours["masked_lm"]) == PRESET_COUNTS[preset]
     assert get_preset(preset).max_positions + get_preset(preset).position_offset in (130, 514)
+
+
+def test_published_mlm_file_with_a_pooler_loads(tmp_path):
+    """roberta-base's RobertaForMaskedLM file still holds roberta.pooler.*; transformers ignores
+    it there, and so does lmforge (the masked-LM model reads no pooler)."""
+    from safetensors.torch import load_file, save_file
+
+    reference = randomize(transformers.RobertaForMaskedLM(hf_config()).eval(), seed=3)
+    reference.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors["roberta.pooler.dense.weight"], tensors["roberta.pooler.dense.bias"] = torch.ones(64, 64), torch.ones(64)
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    ours = lmforge.load_model(tmp_path).eval()
+    assert ours.task == "masked_lm" and ours.backbone.pooler is None
+    ids = torch.randint(3, VOCAB, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (ours(ids).mlm_logits - reference(input_ids=ids).logits).abs().max() <= 1e-5

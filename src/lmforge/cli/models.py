@@ -69,14 +69,14 @@ def run_presets(args: argparse.Namespace) -> int:
 
 
 def parameter_count(config) -> int:
-    """Parameters of the pretraining model (MLM head, NSP/SOP head where the family has one), counted from the config alone for
-    BERT-style encoders (so listing presets needs no torch); other layouts are built on the meta
-    device. tests/test_cli_speed.py checks the count against the built model for every preset."""
+    """Parameters of the pretraining model (MLM head, NSP/SOP head where the family has one),
+    counted from the config alone for BERT-style encoders, ALBERT's factorised and shared ones
+    included (so listing presets needs no torch); other layouts are built on the meta device.
+    tests/faults/test_recovery.py checks the count against the built model for every preset."""
     bert_style = (config.architecture == "encoder" and config.positions == "learned" and config.bias
                   and config.feed_forward == "plain" and config.norm_type == "layernorm"
                   and config.norm_placement == "post" and config.num_kv_heads == config.num_heads
-                  and config.head_dim * config.num_heads == config.hidden_size
-                  and not config.embedding_size and not config.num_layer_groups)
+                  and config.head_dim * config.num_heads == config.hidden_size)
     if not bert_style:
         import torch
 
@@ -84,15 +84,17 @@ def parameter_count(config) -> int:
 
         with torch.device("meta"):
             return sum(p.numel() for p in build_model(config, "pretraining").parameters())
-    h, v, i = config.hidden_size, config.vocab_size, config.intermediate_size
+    h, v, i, e = config.hidden_size, config.vocab_size, config.intermediate_size, config.embedding_width
     norm = 2 * h
-    embeddings = (v + config.max_positions + config.position_offset + config.type_vocab_size) * h + (norm if config.embedding_norm else 0)
+    embeddings = ((v + config.max_positions + config.position_offset + config.type_vocab_size) * e
+                  + (2 * e if config.embedding_norm else 0) + (e * h + h if config.embedding_size else 0))
     layer = 4 * (h * h + h) + norm + (h * i + i) + (i * h + h) + norm
+    distinct_layers = config.num_layer_groups * config.layers_per_group if config.num_layer_groups else config.num_layers
     pair = config.pretraining_pair_head  # RoBERTa: MLM alone, so no pooler either
     pooler = h * h + h if config.pooler and pair else 0
-    mlm = (h * h + h) + norm + v + (0 if config.tie_word_embeddings else v * h)
+    mlm = (h * e + e) + 2 * e + v + (0 if config.tie_word_embeddings else v * e)
     nsp = 2 * h + 2 if pair else 0
-    return embeddings + config.num_layers * layer + (norm if config.final_norm else 0) + pooler + mlm + nsp
+    return embeddings + distinct_layers * layer + (norm if config.final_norm else 0) + pooler + mlm + nsp
 
 
 def run_convert(args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ from torch import nn
 from lmforge.errors import UserError
 
 # Weights a new head brings its own initialisation for (transformers does the same): the
-# pooler when the checkpoint's head never used one.
+# pooler when the checkpoint's head never used one. A checkpoint's pooler is skipped when the
+# model's heads do not read one (transformers ignores it there too).
 _OPTIONAL_IN_NEW_HEADS = ("backbone.pooler.",)
 
 
@@ -54,6 +55,8 @@ def copy_into(model: nn.Module, tensors: dict[str, torch.Tensor], keep_heads: bo
     for name, tensor in tensors.items():
         if fresh and name.startswith(fresh):
             continue
+        if name not in params and name.startswith(_OPTIONAL_IN_NEW_HEADS):
+            continue  # a pooler no head here reads: published RobertaForMaskedLM files keep one
         fits = name in params and params[name].shape == tensor.shape
         if not fits and not keep_heads and (name not in params or not name.startswith("backbone.")):
             continue  # another task's head, or a pooler the new head does not use
