@@ -124,9 +124,12 @@ def run_fill_mask(args: argparse.Namespace) -> int:
         raise UserError(f"{args.model} has no tokenizer files (tokenizer.json or vocab.txt)")
     batch = tokenizer([args.text], return_tensors="pt")
     ids = batch["input_ids"]
+    mask_token = tokenizer.special_tokens.get("mask")  # [MASK] (BERT, ALBERT), <mask> (RoBERTa)
+    if mask_token is None:
+        raise UserError(f"{args.model}'s tokenizer has no mask token")
     positions = (ids[0] == tokenizer.mask_id).nonzero().flatten().tolist()
     if not positions:
-        raise UserError("the text has no [MASK] token")
+        raise UserError(f"the text has no {mask_token} token")
     if ids.shape[1] > model.config.max_positions:
         raise UserError(f"the text is {ids.shape[1]} tokens long; this model reads at most "
                         f"{model.config.max_positions}")
@@ -136,7 +139,7 @@ def run_fill_mask(args: argparse.Namespace) -> int:
         probs = logits[position].float().softmax(-1)
         top = probs.topk(min(args.top_k, probs.numel()))
         if len(positions) > 1:
-            print(f"[MASK] at token {position}:")
+            print(f"{mask_token} at token {position}:")
         for p, token_id in zip(top.values.tolist(), top.indices.tolist()):
             print(f"  {tokenizer.convert_ids_to_tokens([token_id])[0]:<15} {p:.4f}")
     return 0

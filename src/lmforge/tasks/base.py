@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from tokenizers import Tokenizer as BackendTokenizer
+from tokenizers import pre_tokenizers
 
 from lmforge.errors import UserError
 from lmforge.progress import progress
@@ -141,6 +142,24 @@ def truncating(
             backend.enable_truncation(**saved_truncation)
         if saved_padding is not None:
             backend.enable_padding(**saved_padding)
+
+
+@contextmanager
+def pre_split_words(backend: BackendTokenizer) -> Iterator[BackendTokenizer]:
+    """Encode pre-split words (``is_pretokenized``) as they appear in running text: a byte-level
+    BPE (GPT-2, RoBERTa) gives each word its leading space, as transformers requires
+    (``add_prefix_space=True`` with ``is_split_into_words``); without it every word would be
+    encoded as if it began the text, which pretraining never saw mid-sentence. Other
+    pre-tokenisers mark word starts themselves. The setting is put back afterwards."""
+    pre_tokenizer = backend.pre_tokenizer
+    if not isinstance(pre_tokenizer, pre_tokenizers.ByteLevel) or pre_tokenizer.add_prefix_space:
+        yield backend
+        return
+    pre_tokenizer.add_prefix_space = True  # the backend's own pre-tokenizer, changed in place
+    try:
+        yield backend
+    finally:
+        pre_tokenizer.add_prefix_space = False
 
 
 def check_max_length(backend: BackendTokenizer, max_length: int, pair: bool) -> None:

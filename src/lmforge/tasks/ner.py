@@ -12,7 +12,8 @@ word takes the tag predicted on its first sub-token. A sentence longer than ``ma
 is covered by overlapping windows of whole words, as run_squad covers a long context; each
 word is labelled and read in the window where it has the most context (run_squad's
 ``_check_is_max_context``), so every word gets a prediction. Byte-level BPE tokenizers
-(RoBERTa) need ``add_prefix_space=True`` to encode pre-split words.
+(RoBERTa) encode each pre-split word with its leading space (``add_prefix_space``), as the
+word appears mid-sentence (``tasks.base.pre_split_words``).
 
 Scoring: entity-level micro precision/recall/F1 with the chunk rules of the shared task's
 ``conlleval`` script (as ``seqeval`` in its default mode): an entity is a maximal run of tags
@@ -36,8 +37,8 @@ import torch.nn.functional as F
 
 from lmforge.errors import UserError
 from lmforge.objectives.base import IGNORE_INDEX
-from lmforge.tasks.base import (LabelMap, Rows, Task, backend_of, check_max_length, encode_in_chunks, truncating,
-                                without_keys)
+from lmforge.tasks.base import (LabelMap, Rows, Task, backend_of, check_max_length, encode_in_chunks, pre_split_words,
+                                truncating, without_keys)
 from lmforge.tasks.io import format_suffix, open_text, read_lines
 from lmforge.tasks.metrics import f1_from_counts
 
@@ -191,7 +192,7 @@ def encode_ner(
     backend = backend_of(tokenizer)
     check_max_length(backend, max_length, pair=False)
     budget = max_length - backend.num_special_tokens_to_add(False)
-    with truncating(backend, None):
+    with truncating(backend, None), pre_split_words(backend):
         whole = encode_in_chunks(backend, [sentence.words for sentence in sentences], "encoding",
                                  is_pretokenized=True)
     pieces: list[tuple[int, int, Any]] = []  # (sentence index, its first word, encoding)
@@ -205,7 +206,7 @@ def encode_ner(
     if windows:
         # Words are tokenized one by one (is_pretokenized), so a window's tokens are the
         # sentence's; truncation only cuts a single word longer than the window.
-        with truncating(backend, max_length):
+        with truncating(backend, max_length), pre_split_words(backend):
             encodings = backend.encode_batch([sentences[i].words[first:end] for i, first, end in windows],
                                              is_pretokenized=True)
         pieces.extend((i, first, encoding) for (i, first, _), encoding in zip(windows, encodings))

@@ -217,7 +217,7 @@ def prepare_qa_features(
     for example_index, (example, encodings) in enumerate(zip(examples, windows)):
         for encoding in encodings:
             offsets: list[Offsets] = [
-                tuple(span) if sequence == 1 else None
+                _without_spaces(span, example.context) if sequence == 1 else None
                 for span, sequence in zip(encoding.offsets, encoding.sequence_ids)
             ]
             start, end = _answer_tokens(example, offsets)
@@ -251,6 +251,18 @@ def _cut_questions(backend: Any, questions: Sequence[str], max_query_length: int
             question = question[: encoding.offsets[max_query_length - 1][1]]
         cut.append((question, min(len(encoding.ids), max_query_length)))
     return cut
+
+
+def _without_spaces(span: Sequence[int], context: str) -> Offsets:
+    """A token's character span without the whitespace at its ends: SentencePiece pieces
+    (ALBERT's "▁1842") cover the space before their word, which is no part of an answer
+    (WordPiece and trimmed byte-level offsets never include it)."""
+    start, end = span
+    while start < end and context[start].isspace():
+        start += 1
+    while end > start and context[end - 1].isspace():
+        end -= 1
+    return start, end
 
 
 def _answer_tokens(example: QAExample, offsets: Sequence[Offsets]) -> tuple[int, int]:
