@@ -96,3 +96,29 @@ def test_preset_parameter_counts(preset):
     size = preset.replace("-v1", "-v2")
     if size in PRESET_COUNTS:  # v1 and v2 differ only in activation and dropout
         assert ours == PRESET_COUNTS[size]
+
+
+def test_gradients_through_shared_layers_match_transformers(tmp_path):
+    """MLM + SOP loss on an unpadded batch: every parameter's gradient (a shared layer's sums
+    over every step that runs it) equals AlbertForPreTraining's."""
+    import torch.nn.functional as F
+    from parity_helpers import assert_close, padded, sequences
+
+    from lmforge.families.albert import WEIGHTS
+
+    config = lmforge.build("albert-tiny").config.replace(num_layers=4, num_layer_groups=2, layers_per_group=2,
+                                                         vocab_size=VOCAB)
+    model = lmforge.build(config, seed=4).eval()
+    lmforge.save(model, tmp_path, format="hf")
+    reference = transformers.AlbertForPreTraining.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    ids, mask = padded(sequences(VOCAB), "right")
+    labels = torch.where(mask.bool(), ids, torch.full_like(ids, -100))
+    order = torch.tensor([0, 1, 1, 0])
+    out = model(ids, mask, predict_mask=mask.bool(), unpad=True)
+    (F.cross_entropy(out.mlm_logits, ids[mask.bool()]) + F.cross_entropy(out.pair_logits, order)).backward()
+    reference(input_ids=ids, attention_mask=mask, labels=labels, sentence_order_label=order).loss.backward()
+    theirs = dict(reference.named_parameters())
+    ours = WEIGHTS.export_tensors({name: p.grad for name, p in model.named_parameters()}, config)
+    for hf_name, grad in ours.items():
+        assert_close(grad, theirs[hf_name].grad, f"gradient of {hf_name}")
+    assert len(ours) == sum(1 for _ in reference.parameters())
