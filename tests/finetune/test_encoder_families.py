@@ -122,7 +122,7 @@ def test_ner_labels_first_subtoken_of_each_word(checkpoint, tmp_path):
 
 
 def test_qa_answers_are_character_spans(checkpoint, tmp_path):
-    family, directory = checkpoint
+    _, directory = checkpoint
     tokenizer = lmforge.load_tokenizer(directory)
     examples = read_squad(SQUAD[0])
     task = make_task("qa", TaskOptions(max_length=64, doc_stride=24))

@@ -1,8 +1,9 @@
 """Input embeddings: token (optionally scaled) + learned position + segment, then norm and
 dropout (BERT §3.2, transformers' BertEmbeddings; BART's scaled tokens and
 ``layernorm_embedding``; GPT-2 without segments or norm; LLaMA and T5 tokens only, their
-positions entering in attention; ALBERT's factorised embedding, Lan et al. 2020 §3.1: tables
-and norm of width E, then a linear E -> H, transformers' ``embedding_hidden_mapping_in``). Token-wise, so it embeds padded ``(B, T)`` ids and unpadded
+positions entering in attention). ALBERT's factorised embedding (Lan et al. 2020 §3.1) makes
+the tables and norm E wide and ends with a linear E -> H (transformers'
+``embedding_hidden_mapping_in``). Token-wise, so it embeds padded ``(B, T)`` ids and unpadded
 ``(N,)`` ids alike; the layout supplies the position ids."""
 
 from __future__ import annotations
