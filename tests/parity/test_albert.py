@@ -122,3 +122,13 @@ def test_gradients_through_shared_layers_match_transformers(tmp_path):
     for hf_name, grad in ours.items():
         assert_close(grad, theirs[hf_name].grad, f"gradient of {hf_name}")
     assert len(ours) == sum(1 for _ in reference.parameters())
+
+
+def test_native_round_trip_keeps_the_sharing(tmp_path):
+    config = lmforge.build("albert-tiny").config.replace(num_layers=4, num_layer_groups=2, layers_per_group=2)
+    model = lmforge.build(config, seed=1)
+    loaded = lmforge.load_model(lmforge.save(model, tmp_path / "native"))
+    assert loaded.config == model.config and len(loaded.backbone.encoder.schedule) == 8
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
