@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import string
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,18 +276,16 @@ _ALBERT_SPECIAL_PIECES = frozenset('!"#$%&"()*+,-./:;?@[\\]^_`{|}~') | {"€", "
 _ALBERT_WORD_CHARS = frozenset(string.ascii_lowercase) | _ALBERT_SPECIAL_PIECES
 
 
-def _is_punctuation(token: str) -> bool:
-    return all(c in string.punctuation or unicodedata.category(c).startswith("P") for c in token)
-
-
 def continuation_prefix_rule(token: str) -> bool:
     """google-research/bert create_pretraining_data.py: "##" pieces continue the previous word."""
     return not token.startswith("##")
 
 
 def byte_level_rule(token: str) -> bool:
-    """A byte-level piece starts a word when it carries the encoded space ("Ġ") or is punctuation."""
-    return token.startswith(_BYTE_LEVEL_SPACES) or _is_punctuation(token)
+    """A byte-level piece starts a word when it carries the encoded space ("Ġ") or is ASCII
+    punctuation. Only ASCII counts: the images of UTF-8 continuation bytes include "§", "«",
+    "¶", "·", "¿" (Unicode punctuation), and a piece made of them is the middle of a character."""
+    return token.startswith(_BYTE_LEVEL_SPACES) or all(c in string.punctuation for c in token)
 
 
 def sentencepiece_rule(piece: str) -> bool:
