@@ -92,6 +92,8 @@ class PretrainingDataset(torch.utils.data.Dataset):
         # The reference excludes only [CLS]/[SEP] from masking and keeps [UNK] a candidate;
         # [PAD]/[MASK] (and other specials) are excluded too, they never occur in prepared text.
         self.special_ids = frozenset(info["special_ids"]) - {info["unk_id"]}
+        # fairseq draws random replacements from the non-special ids, <unk> excluded
+        self._all_special_ids = frozenset(info["special_ids"]) | ({info["unk_id"]} - {None})
         by_words = masking_unit != "token"
         self.word_start = np.load(split_dir.parent / manifest["word_start"]) if by_words else None
         self.masking_unit = masking_unit
@@ -169,7 +171,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
                       sentence_starts=sentence_starts)
         rng = self.masking.rng(epoch, index)
         if self.masking_scheme == "fairseq":
-            masked, labels = fairseq_mask_tokens(input_ids, rng, **common)
+            masked, labels = fairseq_mask_tokens(input_ids, rng, **{**common, "special_ids": self._all_special_ids})
         else:
             masked, labels = mask_tokens(input_ids, rng, max_predictions=self.max_predictions,
                                          max_ngram=self.max_ngram, **common)
