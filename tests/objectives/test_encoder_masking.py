@@ -54,7 +54,7 @@ def test_ngram_masking_takes_whole_word_ngrams_without_overlap_within_budget():
     spans = {1: 0, 2: 0, 3: 0}
     for i in range(500):
         ids = _sequence(data_rng, int(data_rng.integers(60, 200)))
-        masked, labels = mask_tokens(ids, np.random.default_rng([9, i]), vocab_size=VOCAB, mask_id=MASK,
+        _, labels = mask_tokens(ids, np.random.default_rng([9, i]), vocab_size=VOCAB, mask_id=MASK,
                                      special_ids=SPECIALS, max_predictions=20, word_start=WORD_START, max_ngram=3)
         picked = labels != IGNORE_INDEX
         n = min(20, max(1, round(len(ids) * 0.15)))
@@ -62,7 +62,7 @@ def test_ngram_masking_takes_whole_word_ngrams_without_overlap_within_budget():
         assert not picked[[0, len(ids) - 1]].any()
         words = _words(ids)
         word_picked = [bool(picked[w].all()) for w in words]
-        for w, positions in enumerate(words):  # whole words only
+        for positions in words:  # whole words only
             assert picked[positions].all() or not picked[positions].any(), (i, positions)
         # runs of consecutive picked words: no run is longer than what non-overlapping
         # n-grams of at most 3 words can form, and the run lengths show shorter n dominate

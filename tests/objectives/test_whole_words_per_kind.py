@@ -16,7 +16,7 @@ from lmforge.objectives.mlm import fairseq_mask_tokens, mask_tokens
 from lmforge.tokenization import Tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tokenization"))
-from tokenizer_samples import SENTENCES, write_corpus  # noqa: E402
+from tokenizer_samples import SENTENCES, write_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 KINDS = ["wordpiece", "byte_bpe", "unigram"]

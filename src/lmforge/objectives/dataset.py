@@ -6,9 +6,11 @@ blocks (``lmforge.objectives.packing``); all are masked by ``lmforge.objectives.
 ``masking_unit`` "token", "whole_word" or "ngram" (ALBERT: n-grams of whole words up to
 ``max_ngram``), with BERT's selection (``masking_scheme="bert"``) or fairseq's
 (``"fairseq"``, RoBERTa). Whole words come from the tokenizer kind's word-start rule plus the
-first token of every sentence (byte-level BPE writes a sentence's first word without "Ġ"). google-research/bert ``create_pretraining_data.py`` writes
-``dupe_factor`` passes over the data, each with its own pairing and mask; here pass (round)
-``epoch % dupe_factor`` is built when an epoch first needs it, and only the masks of
+first token of every sentence (byte-level BPE writes a sentence's first word without "Ġ").
+
+google-research/bert ``create_pretraining_data.py`` writes ``dupe_factor`` passes over the
+data, each with its own pairing and mask; here pass (round) ``epoch % dupe_factor`` is built
+when an epoch first needs it, and only the masks of
 ``masking="dynamic"`` change every epoch, seeded by ``(seed, epoch, index)`` as fairseq's
 datasets are. Everything is a function of ``(seed, epoch, index)``, so any example can be
 rebuilt, in any process, in any order.
@@ -146,13 +148,14 @@ class PretrainingDataset(torch.utils.data.Dataset):
 
     def example(self, index: int, epoch: int) -> dict[str, np.ndarray]:
         """Example ``index`` of ``epoch``: int64 input_ids, token_type_ids, labels (and
-        next_sentence_label for NSP)."""
+        next_sentence_label for NSP and SOP)."""
         row = self.instances(epoch)[index]
         tokens = self.shards.tokens
         sentence_starts = None
         if self.objective == "mlm":
             start, stop = int(row[0]), int(row[1])
-            input_ids = assemble_block(tokens, start, stop, self._document_starts, cls_id=self.cls_id, sep_id=self.sep_id)
+            input_ids = assemble_block(tokens, start, stop, self._document_starts, cls_id=self.cls_id,
+                                       sep_id=self.sep_id)
             token_type_ids = np.zeros_like(input_ids)
             if self.word_start is not None:
                 # the same assembly over flags: separators and [CLS]/[SEP] are not sentence starts
@@ -161,9 +164,8 @@ class PretrainingDataset(torch.utils.data.Dataset):
         else:
             input_ids, token_type_ids = assemble_pair(tokens, row, cls_id=self.cls_id, sep_id=self.sep_id)
             if self.word_start is not None:
-                flags = np.concatenate([[0], self._sentence_flags(int(row[0]), int(row[1])), [0],
-                                        self._sentence_flags(int(row[2]), int(row[3])), [0]])
-                sentence_starts = flags.astype(bool)
+                sentence_starts = np.concatenate([[0], self._sentence_flags(int(row[0]), int(row[1])), [0],
+                                                  self._sentence_flags(int(row[2]), int(row[3])), [0]])
         if sentence_starts is not None:
             sentence_starts = sentence_starts.astype(bool)
         common = dict(vocab_size=self.vocab_size, mask_id=self.mask_id, special_ids=self.special_ids,
@@ -179,7 +181,6 @@ class PretrainingDataset(torch.utils.data.Dataset):
         if self.objective != "mlm":  # NSP's or SOP's label, for the same pair head
             example["next_sentence_label"] = np.asarray(row[IS_RANDOM_NEXT], dtype=np.int64)
         return example
-
 
     def _sentence_flags(self, start: int, stop: int) -> np.ndarray:
         """int64 per token of ``[start, stop)``: 1 where a sentence begins."""

@@ -71,7 +71,9 @@ def load_directory(path: str | Path) -> LoadedDirectory:
         lowercase = bool(config.get("do_lower_case", False))  # GPT-2 and RoBERTa are cased
         backend, kind = _byte_bpe_from_vocab(vocab_json, merges_txt, lowercase, config, declared_tokens)
     else:
-        raise UserError(f"{directory} holds neither tokenizer.json, vocab.txt, spiece.model nor vocab.json + merges.txt")
+        raise UserError(
+            f"{directory} holds neither tokenizer.json, vocab.txt, spiece.model nor vocab.json + merges.txt"
+        )
     return LoadedDirectory(backend, kind, lowercase, declared, model_max_length)
 
 
@@ -176,7 +178,9 @@ def _byte_bpe_from_vocab(
     return backend, kind
 
 
-def _unigram_from_spiece(path: Path, lowercase: bool, config: dict[str, Any]) -> tuple[tokenizers.Tokenizer, TokenizerKind]:
+def _unigram_from_spiece(
+    path: Path, lowercase: bool, config: dict[str, Any]
+) -> tuple[tokenizers.Tokenizer, TokenizerKind]:
     """transformers' AlbertTokenizer pipeline around a SentencePiece model file."""
     from lmforge.tokenization.spiece import CONTROL, UNKNOWN, USER_DEFINED, read_spiece
 
