@@ -1,10 +1,13 @@
-"""Pretraining from raw text: recipe -> tokenizer -> prepared shards -> MLM (+NSP) training.
+"""Pretraining from raw text: recipe -> tokenizer -> prepared shards -> MLM (+NSP/SOP) training.
 
 BERT's recipe (Devlin et al. 2019; google-research/bert run_pretraining.py): masked-LM loss
 over the chosen positions plus next-sentence-prediction loss, summed
 (``lmforge.objectives.mlm.MaskedLMObjective``). The vocabulary head runs only on the chosen
 positions (the reference gathers them too, with ``max_predictions_per_seq``), and with
-``train.unpad`` the encoder sees real tokens only.
+``train.unpad`` the encoder sees real tokens only. ``objective.kind`` "mlm+sop" is ALBERT's
+(sentence order through the same pair head, n-gram masking with ``masking_unit: ngram``) and
+"mlm" RoBERTa's (FULL-SENTENCES blocks, fairseq's masking with ``masking_scheme: fairseq``);
+see ``lmforge.objectives.dataset``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ class ModelSection:
 class DataSection:
     corpus: list[str] = field(default_factory=list)  # .txt/.jsonl(.gz/.xz) files of raw text
     prepared: str = ""  # an existing `lmforge prepare` directory (then corpus is not read)
-    tokenizer: str = ""  # tokenizer directory; empty: train a WordPiece on the corpus
+    tokenizer: str = ""  # tokenizer directory; empty: train one of tokenizer_kind on the corpus
+    tokenizer_kind: str = "wordpiece"  # for a trained tokenizer: wordpiece, byte_bpe (RoBERTa), unigram (ALBERT)...
     vocab_size: int = 30522  # for a trained tokenizer
     lowercase: bool = True
     heldout_fraction: float = 0.01
@@ -42,11 +46,21 @@ class DataSection:
 
 @dataclass
 class ObjectiveSection:
-    kind: Literal["mlm+nsp", "mlm"] = "mlm+nsp"  # BERT: MLM + NSP; RoBERTa-style: MLM on packed text
+    # BERT: MLM + NSP; ALBERT: MLM + sentence-order prediction; RoBERTa: MLM on packed text
+    kind: Literal["mlm+nsp", "mlm+sop", "mlm"] = "mlm+nsp"
     max_seq_length: int = 128
     masking: Literal["dynamic", "static"] = "dynamic"
     dupe_factor: int = 10  # static masks / NSP pairings: distinct rounds (create_pretraining_data)
-    whole_word: bool = False
+    # what one masking draw takes: a token, a whole word, or an n-gram of whole words (ALBERT)
+    masking_unit: Literal["token", "whole_word", "ngram"] = "token"
+    max_ngram: int = 3  # ngram unit: n <= max_ngram, p proportional to 1/n
+    # how positions are chosen: BERT's (round(p * len) capped at max_predictions, specials never)
+    # or fairseq's for RoBERTa (floor(p * len + U[0,1)) over every position, no cap)
+    masking_scheme: Literal["bert", "fairseq"] = "bert"
+    # mlm+sop, a one-sentence chunk: random_next = the reference's random-document B labelled 1;
+    # skip = leave it out (pure order prediction)
+    sop_single_sentence: Literal["random_next", "skip"] = "random_next"
+    whole_word: bool = False  # older spelling of masking_unit: whole_word
     mlm_probability: float = 0.15
     max_predictions: int = 20  # per sequence (BERT: 20 at 128 tokens, 80 at 512)
     short_seq_prob: float = 0.1
@@ -75,6 +89,7 @@ def validate_recipe(recipe: "PretrainRecipe") -> None:
                 "train.eval_every": (t.eval_every, 0), "train.save_every": (t.save_every, 0),
                 "train.keep_checkpoints": (t.keep_checkpoints, 0), "objective.max_seq_length": (o.max_seq_length, 8),
                 "objective.max_predictions": (o.max_predictions, 1), "objective.dupe_factor": (o.dupe_factor, 1),
+                "objective.max_ngram": (o.max_ngram, 1),
                 "data.vocab_size": (d.vocab_size, 1), "data.heldout_docs": (d.heldout_docs, 0)}
     for key, (value, low) in at_least.items():
         if value < low:
@@ -87,6 +102,13 @@ def validate_recipe(recipe: "PretrainRecipe") -> None:
         raise UserError("train.weight_decay and train.clip_norm must be >= 0")
     if not 0 < o.mlm_probability <= 1 or not 0 <= o.short_seq_prob <= 1:
         raise UserError("objective.mlm_probability must be in (0, 1] and objective.short_seq_prob in [0, 1]")
+    if o.masking_unit == "ngram" and o.masking_scheme == "fairseq":
+        raise UserError("objective.masking_unit ngram follows ALBERT's selection: use objective.masking_scheme bert")
+    if not d.tokenizer and not d.prepared:
+        from lmforge.tokenization import KINDS
+
+        if d.tokenizer_kind not in KINDS:
+            raise UserError(f"data.tokenizer_kind must be one of {', '.join(KINDS)}, got {d.tokenizer_kind!r}")
     if not 0 <= d.heldout_fraction < 1:
         raise UserError(f"data.heldout_fraction must be in [0, 1), got {d.heldout_fraction}")
     if d.prepared:
@@ -109,6 +131,11 @@ def validate_recipe(recipe: "PretrainRecipe") -> None:
                             f"{preset.max_positions} positions")
 
 
+def masking_unit(objective: ObjectiveSection) -> str:
+    """The recipe's masking unit, with ``whole_word: true`` (older recipes) meaning whole words."""
+    return "whole_word" if objective.whole_word and objective.masking_unit == "token" else objective.masking_unit
+
+
 def _prepare_data(recipe: PretrainRecipe, out: Path, is_main: bool) -> Path:
     """The prepared data directory: given, or built under OUT/data (tokenizer trained if needed)."""
     data = recipe.data
@@ -125,7 +152,7 @@ def _prepare_data(recipe: PretrainRecipe, out: Path, is_main: bool) -> Path:
     from lmforge.training.rundir import check_data_source, data_source, record_data_source
 
     source = data_source(data.corpus, data.tokenizer, data.vocab_size, data.lowercase, data.heldout_fraction,
-                         data.heldout_docs, recipe.train.seed)
+                         data.heldout_docs, recipe.train.seed, kind=data.tokenizer_kind)
     if check_data_source(out, source, resuming=(out / "checkpoints").exists()):
         return prepared  # resumed run: same data (stale data of a failed attempt is removed instead)
     if is_main:
@@ -135,8 +162,8 @@ def _prepare_data(recipe: PretrainRecipe, out: Path, is_main: bool) -> Path:
         tokenizer_dir = data.tokenizer
         if not tokenizer_dir:
             tokenizer_dir = str(out / "tokenizer")
-            print(f"training a WordPiece tokenizer (vocab {data.vocab_size}) on {len(data.corpus)} file(s)")
-            Tokenizer.train(data.corpus, kind="wordpiece", vocab_size=data.vocab_size,
+            print(f"training a {data.tokenizer_kind} tokenizer (vocab {data.vocab_size}) on {len(data.corpus)} file(s)")
+            Tokenizer.train(data.corpus, kind=data.tokenizer_kind, vocab_size=data.vocab_size,
                             lowercase=data.lowercase).save(tokenizer_dir)
         prepare_corpus(data.corpus, tokenizer_dir, prepared, heldout_fraction=data.heldout_fraction,
                        heldout_docs=data.heldout_docs or None, seed=recipe.train.seed)
@@ -168,11 +195,13 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
     tokenizer = Tokenizer.from_dir(data_dir / "tokenizer")
     obj = recipe.objective
     dataset_args = dict(max_seq_length=obj.max_seq_length, objective=obj.kind, masking=obj.masking,
-                        dupe_factor=obj.dupe_factor, whole_word=obj.whole_word, mlm_probability=obj.mlm_probability,
-                        max_predictions=obj.max_predictions, short_seq_prob=obj.short_seq_prob, seed=recipe.train.seed)
+                        dupe_factor=obj.dupe_factor, mlm_probability=obj.mlm_probability,
+                        max_predictions=obj.max_predictions, short_seq_prob=obj.short_seq_prob, seed=recipe.train.seed,
+                        masking_unit=masking_unit(obj), max_ngram=obj.max_ngram, masking_scheme=obj.masking_scheme,
+                        sop_single_sentence=obj.sop_single_sentence)
     train_data = PretrainingDataset(data_dir, "train", **dataset_args)
     eval_data = PretrainingDataset(data_dir, "heldout", **dataset_args)
-    task = "pretraining" if obj.kind == "mlm+nsp" else "masked_lm"
+    task = "masked_lm" if obj.kind == "mlm" else "pretraining"  # NSP and SOP share the pair head
     torch.manual_seed(recipe.train.seed)
     if recipe.model.init_from:
         model = load_model(recipe.model.init_from, task=task)
@@ -190,7 +219,8 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
         print(f"model {recipe.model.preset}: {params:,} parameters; {len(train_data):,} training sequences "
               f"of up to {obj.max_seq_length} tokens; {ctx.world_size} process(es) on {ctx.device}")
     # Dropout is seeded per rank and step by the Trainer; the data order by train.seed alone.
-    trainer = Trainer(model, MaskedLMObjective(tokenizer.pad_id), train_data, recipe.train, out, ctx,
+    pair_task = "sop" if obj.kind == "mlm+sop" else "nsp"
+    trainer = Trainer(model, MaskedLMObjective(tokenizer.pad_id, pair_task), train_data, recipe.train, out, ctx,
                       eval_data=eval_data)
     result = trainer.fit(resume=resume)
     if ctx.is_main:

@@ -2,9 +2,10 @@
 
 - ``base``: the protocol the training loop runs (shared with the fine-tuning tasks), the one
   ``collate`` and ``IGNORE_INDEX``.
-- ``mlm``: BERT's masked-LM corruption and loss (``MaskedLMObjective``, with NSP when the
+- ``mlm``: BERT's masked-LM corruption (token or whole-word units, ALBERT's n-grams),
+  fairseq's RoBERTa masking, and the loss (``MaskedLMObjective``, with NSP or SOP when the
   batch has sentence pairs).
-- ``sentence_pairs``: BERT's next-sentence-prediction pairs and loss.
+- ``sentence_pairs``: BERT's next-sentence and ALBERT's sentence-order pairs, and their loss.
 - ``packing``: RoBERTa's FULL-SENTENCES blocks for MLM alone.
 - ``dataset``: the examples of a prepared split, per (seed, epoch, index).
 """

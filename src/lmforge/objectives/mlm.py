@@ -10,6 +10,11 @@ uniformly random vocabulary entry with p 0.1, and stays unchanged with p 0.1. Th
 numpy instead of Python's ``random``, so the distribution matches the reference but the exact
 stream does not.
 
+ALBERT's n-gram masking (Lan et al. 2020, appendix A.1; google-research/albert
+``create_pretraining_data.py``) takes ``max_ngram > 1``: candidates are n-grams of whole words
+(``ngram_choice``). RoBERTa's masking as fairseq's ``MaskTokensDataset`` does it is
+``fairseq_mask_tokens``: a different count, every position a candidate and a per-token 80/10/10.
+
 Dynamic masking (RoBERTa, Liu et al. 2019, section 4.1) seeds each mask from
 ``(seed, epoch, index)``, as fairseq's datasets do: every pass sees a fresh mask, and any pass
 can be replayed.
@@ -57,6 +62,8 @@ def mask_tokens(
     mlm_probability: float = 0.15,
     max_predictions: int | None = 20,
     word_start: np.ndarray | None = None,
+    sentence_starts: np.ndarray | None = None,
+    max_ngram: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mask one 1-D sequence; returns ``(masked_ids, labels)``, both int64 and shaped like ``ids``.
 
@@ -66,6 +73,10 @@ def mask_tokens(
     previous candidate even across a [SEP], so a B segment that starts with a "##" piece (after
     front truncation) is masked together with the last word of A.
     ``max_predictions=None`` puts no cap on ``n`` (for long packed MLM-only blocks).
+    ``sentence_starts`` (bool per position) marks positions that open a word whatever their
+    token: the first token of each sentence, which byte-level BPE writes without its "Ġ".
+    ``max_ngram > 1`` switches on ALBERT's n-gram masking over the units (whole words with
+    ``word_start``, else tokens), see ``ngram_choice``.
     """
     ids = np.asarray(ids, dtype=np.int64)
     candidate = np.ones(len(ids), dtype=bool)
@@ -74,12 +85,15 @@ def mask_tokens(
     candidates = np.flatnonzero(candidate)
     n = num_to_predict(len(ids), mlm_probability, max_predictions)
 
-    if word_start is None:
+    starts = word_starts_at(ids, word_start, sentence_starts)
+    if max_ngram > 1:
+        chosen = ngram_choice(candidates, n, rng, None if starts is None else starts[candidates], max_ngram)
+    elif starts is None:
         # Every candidate has size 1, so shuffling and taking candidates until n are chosen is
         # the first n of a permutation.
         chosen = rng.permutation(candidates)[:n]
     else:
-        chosen = _choose_whole_words(ids, candidates, n, rng, word_start)
+        chosen = _choose_whole_words(candidates, n, rng, starts[candidates])
 
     labels = np.full(ids.shape, IGNORE_INDEX, dtype=np.int64)
     labels[chosen] = ids[chosen]
@@ -93,14 +107,34 @@ def mask_tokens(
     return masked, labels
 
 
+def word_starts_at(
+    ids: np.ndarray, word_start: np.ndarray | None, sentence_starts: np.ndarray | None
+) -> np.ndarray | None:
+    """Bool per position: the token opens a word (None: no word information, token units)."""
+    if word_start is None:
+        return None
+    starts = np.asarray(word_start, dtype=bool)[ids]
+    if sentence_starts is not None:
+        starts = starts | np.asarray(sentence_starts, dtype=bool)
+    return starts
+
+
+def _word_bounds(candidate_starts: np.ndarray | None, count: int) -> list[int]:
+    """Offsets into the candidates where each unit begins, plus ``count`` at the end."""
+    if candidate_starts is None:
+        return list(range(count + 1))
+    starts = np.array(candidate_starts, dtype=bool)
+    if count:
+        starts[0] = True  # the reference opens a new word when there is no previous candidate
+    return np.flatnonzero(starts).tolist() + [count]
+
+
 def _choose_whole_words(
-    ids: np.ndarray, candidates: np.ndarray, n: int, rng: np.random.Generator, word_start: np.ndarray
+    candidates: np.ndarray, n: int, rng: np.random.Generator, candidate_starts: np.ndarray
 ) -> np.ndarray:
     if len(candidates) == 0:
         return candidates
-    starts = np.asarray(word_start, dtype=bool)[ids[candidates]]
-    starts[0] = True  # the reference opens a new word when there is no previous candidate
-    bounds = np.flatnonzero(starts).tolist() + [len(candidates)]
+    bounds = _word_bounds(candidate_starts, len(candidates))
     chosen: list[int] = []
     count = 0
     for w in rng.permutation(len(bounds) - 1).tolist():
@@ -112,6 +146,104 @@ def _choose_whole_words(
         chosen.extend(range(bounds[w], bounds[w + 1]))
         count += size
     return candidates[np.asarray(chosen, dtype=np.int64)]
+
+
+# ALBERT's favor_shorter_ngram: p(n) proportional to 1/n (6/11, 3/11, 2/11 for n <= 3).
+def ngram_probabilities(max_ngram: int) -> np.ndarray:
+    weights = 1.0 / np.arange(1, max_ngram + 1)
+    return weights / weights.sum()
+
+
+def ngram_choice(
+    candidates: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    candidate_starts: np.ndarray | None,
+    max_ngram: int = 3,
+    drawn_lengths: list[int] | None = None,
+) -> np.ndarray:
+    """ALBERT's n-gram masking (``create_masked_lm_predictions`` in google-research/albert).
+
+    Units are whole words (``candidate_starts``) or single tokens. Every unit opens one
+    n-gram window; windows are visited in a random order until ``n`` tokens are chosen. For each,
+    a length k <= ``max_ngram`` is drawn with p proportional to 1/k among the lengths the window
+    has (renormalised near the end of the sequence); while the k-gram would take more than ``n``
+    tokens in all, shorter k are tried; a window that still overflows, or overlaps tokens already
+    chosen, is skipped. The reference draws k from numpy's global generator; here every draw
+    comes from ``rng``. ``drawn_lengths`` (statistics) collects each drawn k.
+    """
+    if len(candidates) == 0:
+        return candidates
+    bounds = _word_bounds(candidate_starts, len(candidates))
+    num_units = len(bounds) - 1
+    probabilities = ngram_probabilities(max_ngram)
+    covered = np.zeros(len(candidates), dtype=bool)
+    chosen: list[int] = []
+    for first in rng.permutation(num_units).tolist():
+        if len(chosen) >= n:
+            break
+        available = min(max_ngram, num_units - first)
+        p = probabilities[:available]
+        k = int(rng.choice(available, p=p / p.sum())) + 1
+        if drawn_lengths is not None:
+            drawn_lengths.append(k)
+        # the k-gram's candidate offsets are bounds[first] .. bounds[first + k]
+        while k > 1 and len(chosen) + bounds[first + k] - bounds[first] > n:
+            k -= 1
+        lo, hi = bounds[first], bounds[first + k]
+        if len(chosen) + hi - lo > n or covered[lo:hi].any():
+            continue
+        covered[lo:hi] = True
+        chosen.extend(range(lo, hi))
+    return candidates[np.asarray(chosen, dtype=np.int64)]
+
+
+def fairseq_mask_count(length: int, mlm_probability: float, rng: np.random.Generator) -> int:
+    """fairseq's ``int(mask_prob * sz + np.random.rand())``: the expectation is exactly p * sz."""
+    return int(mlm_probability * length + rng.random())
+
+
+def fairseq_mask_tokens(
+    ids: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    vocab_size: int,
+    mask_id: int,
+    special_ids: Collection[int],
+    mlm_probability: float = 0.15,
+    word_start: np.ndarray | None = None,
+    sentence_starts: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """RoBERTa's masking as fairseq's ``MaskTokensDataset`` (``mask_prob`` 0.15,
+    ``leave_unmasked_prob`` 0.1, ``random_token_prob`` 0.1); returns ``(masked_ids, labels)``.
+
+    ``count = floor(p * units + U[0, 1))`` units are drawn uniformly without replacement from
+    every position, <s> and </s> included (fairseq excludes nothing). Each chosen unit is then
+    left unchanged with p 0.1, replaced by a random token with p 0.1, else by <mask>, from two
+    independent uniforms as fairseq draws them. Random tokens are uniform over the non-special
+    ids (fairseq zeroes the weights of the dictionary's leading special symbols). With
+    ``word_start`` the units are whole words (fairseq's ``mask_whole_words``) and a word's
+    decision applies to all its tokens.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    starts = word_starts_at(ids, word_start, sentence_starts)
+    bounds = np.asarray(_word_bounds(None if starts is None else starts, len(ids)), dtype=np.int64)
+    units = len(bounds) - 1
+    count = min(units, fairseq_mask_count(units, mlm_probability, rng))
+    picked = np.zeros(units, dtype=bool)
+    picked[rng.choice(units, count, replace=False)] = True
+    rand_or_unmask = picked & (rng.random(units) < 0.2)
+    decision = rng.random(units) < 0.5
+    unmask, random_token = rand_or_unmask & decision, rand_or_unmask & ~decision
+    lengths = np.diff(bounds)
+    picked_tokens = np.repeat(picked, lengths)
+    labels = np.where(picked_tokens, ids, IGNORE_INDEX).astype(np.int64)
+    masked = ids.copy()
+    masked[np.repeat(picked & ~unmask & ~random_token, lengths)] = mask_id
+    random_positions = np.repeat(random_token, lengths)
+    ordinary = np.setdiff1d(np.arange(vocab_size), np.fromiter(special_ids, dtype=np.int64))
+    masked[random_positions] = rng.choice(ordinary, int(random_positions.sum()))
+    return masked, labels
 
 
 @dataclass(frozen=True)
@@ -143,17 +275,19 @@ class MaskingPolicy:
 
 
 class MaskedLMObjective(Objective):
-    """MLM loss over the chosen positions (``labels != IGNORE_INDEX``), plus the next-sentence
-    loss when the batch has ``next_sentence_label``. Sums here; the loop divides by the global
-    counts (chosen tokens for MLM, sequences for NSP)."""
+    """MLM loss over the chosen positions (``labels != IGNORE_INDEX``), plus the pair loss when the
+    batch has ``next_sentence_label``: NSP (BERT) or, with ``pair_task="sop"``, ALBERT's sentence
+    order, which runs through the same two-way pair head and is reported as ``sop``. Sums here;
+    the loop divides by the global counts (chosen tokens for MLM, sequences for the pair task)."""
 
-    def __init__(self, pad_id: int = 0) -> None:
+    def __init__(self, pad_id: int = 0, pair_task: Literal["nsp", "sop"] = "nsp") -> None:
         self.pad_id = pad_id
+        self.pair_task = pair_task
 
     def counts(self, batch: dict) -> dict[str, int]:
         counts = {"mlm": int((batch["labels"] != IGNORE_INDEX).sum())}
         if "next_sentence_label" in batch:
-            counts["nsp"] = int(batch["next_sentence_label"].numel())
+            counts[self.pair_task] = int(batch["next_sentence_label"].numel())
         return counts
 
     def _forward(self, model, batch: dict, unpad: bool):
@@ -166,7 +300,7 @@ class MaskedLMObjective(Objective):
         out, targets = self._forward(model, batch, unpad)
         sums = {"mlm": F.cross_entropy(out.mlm_logits.float(), targets, reduction="sum")}
         if "next_sentence_label" in batch:
-            sums["nsp"] = next_sentence_loss_sum(out.pair_logits, batch["next_sentence_label"])
+            sums[self.pair_task] = next_sentence_loss_sum(out.pair_logits, batch["next_sentence_label"])
         return sums
 
     def eval_sums(self, model, batch: dict, unpad: bool) -> dict[str, tuple[float, float]]:
@@ -177,5 +311,6 @@ class MaskedLMObjective(Objective):
             "mlm_accuracy": (float((out.mlm_logits.argmax(-1) == targets).sum()), n),
         }
         if "next_sentence_label" in batch:
-            metrics.update(next_sentence_eval_sums(out.pair_logits, batch["next_sentence_label"]))
+            pair = next_sentence_eval_sums(out.pair_logits, batch["next_sentence_label"])
+            metrics.update({name.replace("nsp", self.pair_task, 1): value for name, value in pair.items()})
         return metrics

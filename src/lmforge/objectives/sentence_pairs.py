@@ -1,5 +1,5 @@
-"""Next-sentence prediction (NSP): sentence pairs (A, B) cut from document-level text, and
-their loss.
+"""Next-sentence prediction (NSP) and ALBERT's sentence-order prediction (SOP): sentence pairs
+(A, B) cut from document-level text, and their loss (the same two-way pair head serves both).
 
 Follows ``create_instances_from_document`` and ``truncate_seq_pair`` in google-research/bert
 ``create_pretraining_data.py`` (Devlin et al. 2019, section 3.1), with the reference's draws
@@ -16,6 +16,15 @@ from Python's ``random.Random`` (only truncation's front-or-back coins are group
 - truncation drops one token at a time from the longer side (B on ties), front or back with
   p 0.5, until ``len(A) + len(B) <= max_seq_length - 3``;
 - layout ``[CLS] A [SEP] B [SEP]``, segment 0 through the first [SEP].
+
+SOP (Lan et al. 2020, section 3.1) follows google-research/albert ``create_pretraining_data.py``
+with ``random_next_sentence=False``: the same chunks and A/B split, but B is always the rest of
+the chunk, and with p 0.5 the two consecutive segments are swapped (label 1, the reference's
+``is_random_next``), else kept in order (label 0). The reference keeps BERT's branch for a
+one-sentence chunk: B from a random other document, labelled 1, so SOP positives are a little
+over half and some of them are NSP-style random pairs. ``single_sentence="skip"`` drops those
+chunks instead (pure order prediction; their sentences are not used in that round);
+the default ``"random_next"`` is the reference's behaviour.
 
 The other difference is the seeding: the reference runs one generator through all documents
 after shuffling them; here each (seed, round, document) has its own generator, so a document's
@@ -38,6 +47,7 @@ two-way classifier on the pooled [CLS] vector, label 1 = B is a random sentence.
 from __future__ import annotations
 
 import random
+from typing import Literal
 
 import numpy as np
 import torch
@@ -85,8 +95,14 @@ def create_instances_from_document(
     *,
     max_seq_length: int = 128,
     short_seq_prob: float = 0.1,
+    pair_task: Literal["nsp", "sop"] = "nsp",
+    single_sentence: Literal["random_next", "skip"] = "random_next",
 ) -> list[tuple[int, int, int, int, int]]:
-    """The instances of one document: rows ``(a_start, a_end, b_start, b_end, is_random_next)``."""
+    """The instances of one document: rows ``(a_start, a_end, b_start, b_end, is_random_next)``.
+
+    ``pair_task="sop"``: ALBERT's sentence order (label 1 = A and B swapped);
+    ``single_sentence`` says what SOP does with a one-sentence chunk (module docstring).
+    """
     num_documents = len(document_offsets) - 1
     first, last = int(document_offsets[document_index]), int(document_offsets[document_index + 1])
     # starts[k] = token offset of the document's k-th sentence; starts[n] = the document's end.
@@ -111,7 +127,11 @@ def create_instances_from_document(
             a_end = rng.randint(1, chunk_size - 1) if chunk_size >= 2 else 1
             a_start, a_stop = starts[chunk_start], starts[chunk_start + a_end]
 
-            if chunk_size == 1 or rng.random() < 0.5:
+            if chunk_size == 1 and pair_task == "sop" and single_sentence == "skip":
+                chunk_start = i + 1
+                i += 1
+                continue
+            if chunk_size == 1 or (pair_task == "nsp" and rng.random() < 0.5):
                 is_random_next = 1
                 target_b_length = target_seq_length - (a_stop - a_start)
                 # Ten tries to avoid the same document; with one document it stays the same.
@@ -130,8 +150,12 @@ def create_instances_from_document(
                 # The chunk's unused sentences are put back so they are not wasted.
                 i -= chunk_size - a_end
             else:
-                is_random_next = 0
                 b_start, b_stop = a_stop, starts[i + 1]
+                # SOP: the reference draws the swap only after the chunk-size test, as here
+                swapped = pair_task == "sop" and rng.random() < 0.5
+                is_random_next = int(swapped)
+                if swapped:
+                    a_start, a_stop, b_start, b_stop = b_start, b_stop, a_start, a_stop
 
             cut_a, cut_b = truncation_counts(a_stop - a_start, b_stop - b_start, max_num_tokens)
             front_a = _split_cut(cut_a, rng)
@@ -158,11 +182,15 @@ def build_instances(
     dupe_round: int,
     max_seq_length: int = 128,
     short_seq_prob: float = 0.1,
+    pair_task: Literal["nsp", "sop"] = "nsp",
+    single_sentence: Literal["random_next", "skip"] = "random_next",
 ) -> np.ndarray:
     """All documents' instances for one round, as an int64 table ``(N, 5)`` (columns above).
 
     A round is one of the reference's ``dupe_factor`` passes over the data.
     """
+    if pair_task not in ("nsp", "sop") or single_sentence not in ("random_next", "skip"):
+        raise ValueError(f"unknown pair task {pair_task!r} or single-sentence rule {single_sentence!r}")
     if max_seq_length < 5:
         raise ValueError("NSP needs max_seq_length >= 5 (two specials around at least one token each)")
     rows: list[tuple[int, int, int, int, int]] = []
@@ -176,6 +204,8 @@ def build_instances(
                 rng,
                 max_seq_length=max_seq_length,
                 short_seq_prob=short_seq_prob,
+                pair_task=pair_task,
+                single_sentence=single_sentence,
             )
         )
     return np.asarray(rows, dtype=np.int64).reshape(-1, 5)

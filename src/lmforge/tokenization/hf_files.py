@@ -4,7 +4,9 @@ and writing one that transformers' AutoTokenizer loads unchanged.
 Read: ``tokenizer.json`` (any kind), a BERT ``vocab.txt`` (transformers' ``BertTokenizer``:
 one token per line, ``do_lower_case``/``strip_accents``/``tokenize_chinese_chars`` from
 ``tokenizer_config.json``), and GPT-2/RoBERTa ``vocab.json`` + ``merges.txt`` (transformers'
-``GPT2Tokenizer``/``RobertaTokenizer``: byte-level BPE, ``add_prefix_space`` from the config).
+``GPT2Tokenizer``/``RobertaTokenizer``: byte-level BPE, ``add_prefix_space`` from the config),
+and ALBERT's SentencePiece ``spiece.model`` (``lmforge.tokenization.spiece``; ``do_lower_case`` and
+``keep_accents`` from the config, as transformers' ``AlbertTokenizer``).
 Special-token names come from ``tokenizer_config.json`` and ``special_tokens_map.json``.
 """
 
@@ -62,11 +64,16 @@ def load_directory(path: str | Path) -> LoadedDirectory:
         kind = KINDS["wordpiece"]
         lowercase = bool(config.get("do_lower_case", True))  # BertTokenizer's default
         backend = _wordpiece_from_vocab(vocab_txt, kind, lowercase, config, declared)
+    elif (directory / "spiece.model").is_file():
+        lowercase = bool(config.get("do_lower_case", True))  # AlbertTokenizer's defaults
+        backend, kind = _unigram_from_spiece(directory / "spiece.model", lowercase, config)
     elif vocab_json.is_file() and merges_txt.is_file():
         lowercase = bool(config.get("do_lower_case", False))  # GPT-2 and RoBERTa are cased
         backend, kind = _byte_bpe_from_vocab(vocab_json, merges_txt, lowercase, config, declared_tokens)
     else:
-        raise UserError(f"{directory} holds neither tokenizer.json, vocab.txt nor vocab.json + merges.txt")
+        raise UserError(
+            f"{directory} holds neither tokenizer.json, vocab.txt, spiece.model nor vocab.json + merges.txt"
+        )
     return LoadedDirectory(backend, kind, lowercase, declared, model_max_length)
 
 
@@ -90,6 +97,12 @@ def write_directory(
         "clean_up_tokenization_spaces": False,
         **special_map,
     }
+    if kind.byte_level:  # RobertaTokenizer/GPT2Tokenizer rebuild the pre-tokeniser from this
+        pre_tokenizer = json.dumps(json.loads(backend.to_str()).get("pre_tokenizer"))
+        config["add_prefix_space"] = '"add_prefix_space": true' in pre_tokenizer
+    if kind.name == "unigram":
+        # transformers' AlbertTokenizer rebuilds its normaliser from these two switches
+        config["keep_accents"] = not _has_step(json.loads(backend.to_str()).get("normalizer"), "StripAccents")
     if kind.saved_class == "BertTokenizer":
         # BertTokenizer (v5: the tokenizers-backed class) rebuilds the BERT pipeline from these
         config.update(_bert_normalizer_options(backend))
@@ -163,6 +176,39 @@ def _byte_bpe_from_vocab(
     roles = {role: (token, vocab[token]) for role, token in kind.specials.roles.items() if token in vocab}
     backend.post_processor = kind.layout.build(roles, options)
     return backend, kind
+
+
+def _unigram_from_spiece(
+    path: Path, lowercase: bool, config: dict[str, Any]
+) -> tuple[tokenizers.Tokenizer, TokenizerKind]:
+    """transformers' AlbertTokenizer pipeline around a SentencePiece model file."""
+    from lmforge.tokenization.spiece import CONTROL, UNKNOWN, USER_DEFINED, read_spiece
+
+    spiece = read_spiece(path)
+    kind = KINDS["unigram"]
+    options = PipelineOptions(lowercase=lowercase, strip_accents=not config.get("keep_accents", False),
+                              precompiled_charsmap=spiece.precompiled_charsmap)
+    model = models.Unigram([(piece, score) for piece, score, _ in spiece.pieces], unk_id=spiece.unk_id,
+                           byte_fallback=False)
+    backend = kind.pipeline(model, options)
+    backend.add_special_tokens([piece for piece, _, type_ in spiece.pieces if type_ in (CONTROL, UNKNOWN)])
+    # user-defined pieces (ALBERT's punctuation) are matched whole before the model runs
+    backend.add_tokens([tokenizers.AddedToken(piece, normalized=False)
+                        for piece, _, type_ in spiece.pieces if type_ == USER_DEFINED])
+    vocab = backend.get_vocab(with_added_tokens=True)
+    roles = {role: (token, vocab[token]) for role, token in kind.specials.roles.items() if token in vocab}
+    if "cls" not in roles or "sep" not in roles:
+        raise UserError(f"{path} has no [CLS]/[SEP] pieces (not an ALBERT vocabulary)")
+    backend.post_processor = kind.layout.build(roles, options)
+    return backend, kind
+
+
+def _has_step(normalizer: Any, step: str) -> bool:
+    if isinstance(normalizer, list):
+        return any(_has_step(item, step) for item in normalizer)
+    if not isinstance(normalizer, dict):
+        return False
+    return normalizer.get("type") == step or _has_step(normalizer.get("normalizers"), step)
 
 
 def _byte_level_kind(tokenizer_class: Any, vocab: dict[str, int]) -> TokenizerKind:

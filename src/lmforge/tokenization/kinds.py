@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import string
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +63,7 @@ class PipelineOptions:
     strip_accents: bool | None = None  # BERT: unset follows lowercase, as in the original
     split_chinese: bool = True  # BERT: one token per CJK character
     add_prefix_space: bool = False  # byte-level: treat the first word as if a space preceded it
+    precompiled_charsmap: bytes = b""  # SentencePiece: the .model file's normalisation map (nmt_nfkc)
 
 
 @dataclass(frozen=True)
@@ -155,12 +155,20 @@ def _lowercase_only(options: PipelineOptions) -> Any:
 
 def _sentencepiece_normalizer(latex_quotes: bool) -> Callable[[PipelineOptions], Any]:
     def build(options: PipelineOptions) -> Any:
-        # ALBERT's preprocess_text turns LaTeX quotes into '"'
-        steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')] if latex_quotes else []
-        if options.lowercase:  # ALBERT: keep_accents=False and do_lower_case=True go together
-            steps += [normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()]
+        if latex_quotes:
+            # ALBERT's preprocess_text, as transformers' AlbertTokenizer rebuilds it: LaTeX quotes
+            # become '"', accents go unless keep_accents (here: strip_accents, by default with
+            # lowercase), then the lowercasing and the .model file's own map when there is one
+            strip_accents = options.lowercase if options.strip_accents is None else options.strip_accents
+            steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')]
+            steps += [normalizers.NFKD(), normalizers.StripAccents()] if strip_accents else []
+            steps += [normalizers.Lowercase()] if options.lowercase else []
+        elif options.lowercase:
+            steps = [normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()]
         else:
-            steps.append(normalizers.NFKC())  # SentencePiece's default nmt_nfkc
+            steps = [normalizers.NFKC()]  # SentencePiece's default nmt_nfkc
+        if options.precompiled_charsmap:
+            steps.append(normalizers.Precompiled(options.precompiled_charsmap))
         # SentencePiece collapses whitespace runs and trims the ends
         steps += [normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip()]
         return normalizers.Sequence(steps)
@@ -277,18 +285,16 @@ _ALBERT_SPECIAL_PIECES = frozenset('!"#$%&"()*+,-./:;?@[\\]^_`{|}~') | {"€", "
 _ALBERT_WORD_CHARS = frozenset(string.ascii_lowercase) | _ALBERT_SPECIAL_PIECES
 
 
-def _is_punctuation(token: str) -> bool:
-    return all(c in string.punctuation or unicodedata.category(c).startswith("P") for c in token)
-
-
 def continuation_prefix_rule(token: str) -> bool:
     """google-research/bert create_pretraining_data.py: "##" pieces continue the previous word."""
     return not token.startswith("##")
 
 
 def byte_level_rule(token: str) -> bool:
-    """A byte-level piece starts a word when it carries the encoded space ("Ġ") or is punctuation."""
-    return token.startswith(_BYTE_LEVEL_SPACES) or _is_punctuation(token)
+    """A byte-level piece starts a word when it carries the encoded space ("Ġ") or is ASCII
+    punctuation. Only ASCII counts: the images of UTF-8 continuation bytes include "§", "«",
+    "¶", "·", "¿" (Unicode punctuation), and a piece made of them is the middle of a character."""
+    return token.startswith(_BYTE_LEVEL_SPACES) or all(c in string.punctuation for c in token)
 
 
 def sentencepiece_rule(piece: str) -> bool:

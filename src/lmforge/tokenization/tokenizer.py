@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tokenizers
 
+from lmforge.errors import UserError
 from lmforge.tokenization.hf_files import load_directory, write_directory
-from lmforge.tokenization.kinds import FALLBACK_NAMES, ROLES, TokenizerKind, get_kind
+from lmforge.tokenization.kinds import FALLBACK_NAMES, ROLES, PipelineOptions, TokenizerKind, get_kind
 
 if TYPE_CHECKING:
     import torch
@@ -78,6 +79,24 @@ class Tokenizer:
         vocab.json + merges.txt, each with its tokenizer_config.json when present."""
         loaded = load_directory(path)
         return cls(loaded.backend, loaded.kind.name, loaded.lowercase, loaded.declared, loaded.model_max_length)
+
+    def with_prefix_space(self, enabled: bool = True) -> Tokenizer:
+        """A byte-level copy that encodes the first word as if a space preceded it
+        (``add_prefix_space``, as RoBERTa needs for pre-split words: NER, ``is_pretokenized``)."""
+        from lmforge.tokenization.train import role_ids  # late, as in train()
+
+        if not self.spec.byte_level:
+            raise UserError(f"add_prefix_space applies to byte-level tokenizers, not {self.kind}")
+        backend = tokenizers.Tokenizer.from_str(self.backend.to_str())
+        options = PipelineOptions(lowercase=self.lowercase, add_prefix_space=enabled)
+        backend.pre_tokenizer = self.spec.pre_tokenizer(options)
+        backend.post_processor = self.spec.layout.build(role_ids(backend, self.spec), options)
+        return Tokenizer(backend, self.kind, self.lowercase, dict(self.special_tokens), self.model_max_length)
+
+    @property
+    def add_prefix_space(self) -> bool:
+        """Whether the byte-level pre-tokeniser treats the first word as following a space."""
+        return '"add_prefix_space": true' in json.dumps(json.loads(self.backend.to_str()).get("pre_tokenizer"))
 
     def save(self, directory: str | Path) -> None:
         """Write the HF layout, loadable by transformers' AutoTokenizer (BertTokenizerFast for WordPiece)."""
