@@ -13,9 +13,6 @@ from lmforge.training.loop import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes" / "pretrain"
-# The model each tiny recipe trains here. The recipes name the family presets (roberta-tiny,
-# albert-tiny); these tests run the objectives on BERT's test preset so they stand alone.
-TEST_PRESET = {"roberta-tiny": "bert-test", "albert-tiny": "bert-test"}
 
 
 def _mean(values):
@@ -25,7 +22,7 @@ def _mean(values):
 @pytest.mark.parametrize("name", ["roberta-tiny", "albert-tiny"])
 def test_tiny_recipe_trains_and_loss_falls(name, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the recipes name the bundled corpus relative to the repository
-    recipe = load_recipe(RECIPES / f"{name}.yaml", [f"model.preset={TEST_PRESET[name]}", "train.max_steps=30",
+    recipe = load_recipe(RECIPES / f"{name}.yaml", ["train.max_steps=30",
                                                     "train.log_every=1", "train.eval_every=30", "export_hf=false"])
     result = run_pretraining(recipe, tmp_path / "run")
     assert result["steps"] == 30
@@ -88,7 +85,7 @@ def test_albert_objectives_resume_exactly_after_sigkill(tmp_path):
     import time
 
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    sets = [f"model.preset={TEST_PRESET['albert-tiny']}", "train.max_steps=16", "train.save_every=4",
+    sets = ["train.max_steps=16", "train.save_every=4",
             "train.log_every=1", "train.eval_every=8", "train.batch_size=8", "export_hf=false"]
 
     def cli(out):
