@@ -11,7 +11,7 @@ import torch
 import transformers
 from parity_helpers import port, randomize
 
-from lmforge.generation.perplexity import perplexity, windows
+from lmforge.generation.sliding_perplexity import perplexity, windows
 
 TEXT_TOKENS = 150
 
