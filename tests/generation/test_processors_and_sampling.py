@@ -8,8 +8,7 @@ import transformers.generation.logits_process as hf
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 from lmforge.generation import GenerationSettings, generate_ids
-from lmforge.generation.processors import (banned_ngram_continuations, no_repeat_ngram, repetition_penalty, top_k,
-                                           top_p)
+from lmforge.generation.processors import banned_ngram_continuations, no_repeat_ngram, repetition_penalty, top_k, top_p
 from lmforge.models.build import build_model
 
 VOCAB = 61
@@ -87,7 +86,8 @@ def _step_logits(model, prompt, generated):
         return model(ids)[0, len(prompt) - 1: -1]
 
 
-@pytest.mark.parametrize("options", [dict(top_k=4), dict(top_k=0, top_p=0.5), dict(top_k=3, top_p=0.8, temperature=0.7)])
+@pytest.mark.parametrize("options", [{"top_k": 4}, {"top_k": 0, "top_p": 0.5},
+                                     {"top_k": 3, "top_p": 0.8, "temperature": 0.7}])
 def test_sampled_tokens_stay_inside_the_allowed_set(model, options):
     rows = _sample(model, seed=3, **options)
     allowed_sizes = []
@@ -119,12 +119,12 @@ def test_beam_sampling_runs_seeded(model):
 
 
 @pytest.mark.parametrize("options,message", [
-    (dict(max_new_tokens=0), "max_new_tokens"), (dict(max_new_tokens=-3), "max_new_tokens"),
-    (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
-    (dict(do_sample=True, temperature=0.0), "temperature"), (dict(do_sample=True, temperature=-1.0), "temperature"),
-    (dict(num_beams=0), "num_beams"), (dict(num_return_sequences=2), "num_return_sequences"),
-    (dict(num_beams=2, num_return_sequences=3), "cannot exceed"), (dict(early_stopping="sometimes"), "early_stopping"),
-    (dict(stop_strings=("",)), "stop strings"), (dict(repetition_penalty=0.0), "repetition_penalty"),
+    ({"max_new_tokens": 0}, "max_new_tokens"), ({"max_new_tokens": -3}, "max_new_tokens"),
+    ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"),
+    ({"do_sample": True, "temperature": 0.0}, "temperature"), ({"do_sample": True, "temperature": -1.0}, "temperature"),
+    ({"num_beams": 0}, "num_beams"), ({"num_return_sequences": 2}, "num_return_sequences"),
+    ({"num_beams": 2, "num_return_sequences": 3}, "cannot exceed"), ({"early_stopping": "sometimes"}, "early_stopping"),
+    ({"stop_strings": ("",)}, "stop strings"), ({"repetition_penalty": 0.0}, "repetition_penalty"),
 ])
 def test_bad_settings_are_one_line_errors(options, message):
     with pytest.raises(UserError, match=message) as error:

@@ -21,16 +21,17 @@ from lmforge.generation import GenerationSettings, generate_ids
 
 PAD = 0
 SEARCHES = {
-    "greedy": dict(max_new_tokens=10),
-    "greedy, repetition penalty, no-repeat 2-grams": dict(max_new_tokens=12, repetition_penalty=1.5,
-                                                          no_repeat_ngram_size=2),
-    "beam 4": dict(max_new_tokens=10, num_beams=4, num_return_sequences=4),
-    "beam 4, no-repeat 3-grams, length penalty 0.7, early stopping": dict(
-        max_new_tokens=10, num_beams=4, no_repeat_ngram_size=3, length_penalty=0.7, num_return_sequences=2,
-        early_stopping=True),
-    "beam 4, length penalty 2, never": dict(max_new_tokens=10, num_beams=4, length_penalty=2.0,
-                                            num_return_sequences=3, early_stopping="never"),
-    "beam 3, length penalty -1": dict(max_new_tokens=9, num_beams=3, length_penalty=-1.0, num_return_sequences=3),
+    "greedy": {"max_new_tokens": 10},
+    "greedy, repetition penalty, no-repeat 2-grams": {"max_new_tokens": 12, "repetition_penalty": 1.5,
+                                                      "no_repeat_ngram_size": 2},
+    "beam 4": {"max_new_tokens": 10, "num_beams": 4, "num_return_sequences": 4},
+    "beam 4, no-repeat 3-grams, length penalty 0.7, early stopping": {
+        "max_new_tokens": 10, "num_beams": 4, "no_repeat_ngram_size": 3, "length_penalty": 0.7,
+        "num_return_sequences": 2, "early_stopping": True},
+    "beam 4, length penalty 2, never": {"max_new_tokens": 10, "num_beams": 4, "length_penalty": 2.0,
+                                        "num_return_sequences": 3, "early_stopping": "never"},
+    "beam 3, length penalty -1": {"max_new_tokens": 9, "num_beams": 3, "length_penalty": -1.0,
+                                  "num_return_sequences": 3},
 }
 
 
@@ -130,8 +131,7 @@ def test_seq2seq_generation_equals_transformers(seq2seq, search):
     eos = Counter(t for row in first for t in row[1:6]).most_common(1)[0][0]
     width = max(len(s) for s in sources)
     ids = torch.tensor([s + [pad] * (width - len(s)) for s in sources])
-    mask = (ids != pad).long() if pad not in sum(sources, []) else \
-        torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sources])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sources])
     # Replace the model's defaults (BART's forced_eos_token_id) rather than merge with them.
     reference.generation_config = transformers.GenerationConfig(decoder_start_token_id=start, pad_token_id=pad,
                                                                 eos_token_id=eos)

@@ -3,7 +3,7 @@ transformers' ``generate`` and its "Perplexity of fixed-length models" guide; se
 settings, processors, stopping, steps (the model side), search, api (generate), sliding_perplexity."""
 
 from lmforge.generation.api import Generated, generate, generate_ids
-from lmforge.generation.sliding_perplexity import PerplexityResult, perplexity
 from lmforge.generation.settings import GenerationSettings
+from lmforge.generation.sliding_perplexity import PerplexityResult, perplexity
 
 __all__ = ["Generated", "GenerationSettings", "PerplexityResult", "generate", "generate_ids", "perplexity"]

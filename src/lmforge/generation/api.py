@@ -47,9 +47,18 @@ def check_generative(model) -> None:
 
 def fit_context(prompts: list[list[int]], model, max_new_tokens: int,
                 warn: Callable[[str], None] | None = None) -> list[list[int]]:
-    """Decoder prompts cut from the left so that prompt + new tokens fit the positions."""
+    """Decoder prompts cut from the left so that prompt + new tokens fit the positions; an
+    encoder-decoder's inputs and outputs must fit its learned positions (relative ones have no limit)."""
     positions = model.config.max_positions
     if model.task != "causal_lm":
+        if model.config.positions == "learned":
+            for index, source in enumerate(prompts):
+                if len(source) > positions:
+                    raise UserError(f"input {index + 1} has {len(source)} tokens; this encoder reads at most "
+                                    f"{positions}")
+            if max_new_tokens + 1 > positions:
+                raise UserError(f"max_new_tokens {max_new_tokens} exceeds the decoder's {positions} positions "
+                                "(the start token takes one)")
         return prompts
     room = positions - max_new_tokens
     if room < 1:
@@ -85,8 +94,8 @@ def generate_ids(model, prompts: Sequence[Sequence[int]], settings: GenerationSe
     was_training = model.training
     model.eval()
     try:
+        prompts = fit_context(prompts, model, settings.max_new_tokens, warn)
         if model.task == "causal_lm":
-            prompts = fit_context(prompts, model, settings.max_new_tokens, warn)
             step, histories = CausalLMStep(model, prompts, pad_id), prompts
         else:
             start = model.config.pad_token_id if decoder_start_token_id is None else decoder_start_token_id
@@ -128,7 +137,10 @@ def generate(model, tokenizer, prompts: str | Sequence[str], *, max_new_tokens: 
     check_stop_strings(tokenizer, stops)
     encoded = tokenizer(texts, max_length=None, padding=False, return_tensors=None)["input_ids"]
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else (eos_ids[0] if eos_ids else 0)
-    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
     result = generate_ids(model, encoded, settings, pad_id=pad_id, decoder_start_token_id=decoder_start_token_id,
                           decode=decode, on_token=on_token)
     stopping = Stopping(settings, decode)
