@@ -16,6 +16,7 @@ import torch
 import transformers
 from parity_helpers import port, randomize, sequences
 
+from lmforge.errors import UserError
 from lmforge.families.weights import WeightMap
 from lmforge.generation import GenerationSettings, generate_ids
 
@@ -140,3 +141,13 @@ def test_seq2seq_generation_equals_transformers(seq2seq, search):
     mine = generate_ids(ours, sources, GenerationSettings(eos_token_ids=(eos,), **options), pad_id=pad,
                         decoder_start_token_id=start).sequences
     assert mine == theirs, search
+
+
+def test_seq2seq_inputs_and_outputs_must_fit_learned_positions():
+    _, ours, start = _bart()  # 32 learned positions per stack
+    with pytest.raises(UserError, match="input 1 has 40 tokens; this encoder reads at most 32"):
+        generate_ids(ours, [[5] * 40], GenerationSettings(), decoder_start_token_id=start)
+    with pytest.raises(UserError, match="exceeds the decoder's 32 positions"):
+        generate_ids(ours, [[5]], GenerationSettings(max_new_tokens=32), decoder_start_token_id=start)
+    assert len(generate_ids(ours, [[5]], GenerationSettings(max_new_tokens=31, eos_token_ids=()),
+                            decoder_start_token_id=start).sequences[0]) == 31

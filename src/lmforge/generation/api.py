@@ -98,7 +98,10 @@ def generate_ids(model, prompts: Sequence[Sequence[int]], settings: GenerationSe
         if model.task == "causal_lm":
             step, histories = CausalLMStep(model, prompts, pad_id), prompts
         else:
-            start = model.config.pad_token_id if decoder_start_token_id is None else decoder_start_token_id
+            start = decoder_start_token_id
+            if start is None:  # a config field the encoder-decoder families may declare; else T5's pad
+                start = getattr(model.config, "decoder_start_token_id", None)
+                start = model.config.pad_token_id if start is None else start
             step, histories = Seq2SeqStep(model, prompts, start, pad_id), [[start] for _ in prompts]
         stopping = Stopping(settings, decode)
         histories = [list(h) for h in histories]
