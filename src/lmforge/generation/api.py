@@ -107,7 +107,7 @@ def generate_ids(model, prompts: Sequence[Sequence[int]], settings: GenerationSe
         histories = [list(h) for h in histories]
         if settings.beam_search:
             return beam_search(step, histories, settings, stopping)
-        return sample_or_greedy(step, histories, settings, stopping, on_token, pad_id)
+        return sample_or_greedy(step, histories, settings, stopping, on_token)
     finally:
         model.train(was_training)
 

@@ -3,7 +3,7 @@ port of transformers' ``GenerationMixin`` (``_sample`` and the vectorised ``_bea
 transformers 4.50+, which replaced ``BeamSearchScorer`` with the same results):
 
 * greedy / sampling: each unfinished row takes the argmax (or a multinomial draw) of its
-  processed scores; a finished row stops growing.
+  processed scores; a finished row leaves the batch (and its cache rows), so the others run on alone.
 * beam search: log-softmax, processors, plus each beam's running score; the top
   ``max(2, 1 + #eos) * num_beams`` continuations over all beams of a prompt; those that end (EOS,
   max_new_tokens, stop string) and rank within the first ``num_beams`` join the finished
@@ -59,32 +59,33 @@ def _expand(step, logits: torch.Tensor, histories: list[list[int]], copies: int)
 
 
 def sample_or_greedy(step, histories: list[list[int]], settings: GenerationSettings, stopping: Stopping,
-                     on_token: TokenCallback | None = None, pad_id: int = 0) -> SearchResult:
+                     on_token: TokenCallback | None = None) -> SearchResult:
     processors = build_processors(settings)
     logits = step.prefill()
     logits, histories = _expand(step, logits, histories, settings.num_return_sequences)
     generator = _generator(settings, logits.device)
     generated: list[list[int]] = [[] for _ in histories]
-    unfinished = list(range(len(histories)))
+    active = list(range(len(histories)))  # the rows still in the batch, by their original index
     while True:
-        scores = apply(processors, histories, logits)
+        scores = apply(processors, [histories[row] for row in active], logits)
         if settings.do_sample:
             tokens = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
         else:
             tokens = scores.argmax(dim=-1)
-        chosen = tokens.tolist()
-        for row in unfinished:
-            generated[row].append(chosen[row])
-            histories[row].append(chosen[row])
+        for row, token in zip(active, tokens.tolist()):
+            generated[row].append(token)
+            histories[row].append(token)
             if on_token is not None:
-                on_token(row, chosen[row])
-        unfinished = [row for row in unfinished if not stopping.finished(generated[row])]
-        if not unfinished:
+                on_token(row, token)
+        keep = [position for position, row in enumerate(active) if not stopping.finished(generated[row])]
+        if not keep:
             return SearchResult(generated, None)
-        # Finished rows still ride along in the batch (their inputs are ignored): feed pad.
-        feed = torch.full_like(tokens, pad_id)
-        feed[unfinished] = tokens[unfinished]
-        logits = step.advance(feed)
+        if len(keep) < len(active):  # finished rows leave the batch (and the cache)
+            kept = torch.tensor(keep, device=tokens.device)
+            step.reorder(kept)
+            tokens = tokens.index_select(0, kept)
+            active = [active[position] for position in keep]
+        logits = step.advance(tokens)
 
 
 def beam_search(step, histories: list[list[int]], settings: GenerationSettings, stopping: Stopping) -> SearchResult:
