@@ -4,10 +4,12 @@ reference implementations and fast."""
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 
-__all__ = ["build", "load", "load_model", "load_tokenizer", "save", "ModelConfig", "UserError"]
+__all__ = ["build", "generate", "load", "load_model", "load_tokenizer", "perplexity", "save", "ModelConfig",
+           "UserError"]
 __version__ = "0.1.0"
 
 _API = {"build", "load", "load_model", "load_tokenizer", "save"}
+_GENERATION = {"generate", "perplexity"}
 
 
 def __getattr__(name: str):
@@ -17,4 +19,8 @@ def __getattr__(name: str):
         from lmforge import api
 
         return getattr(api, name)
+    if name in _GENERATION:
+        from lmforge.generation import generate, perplexity
+
+        return {"generate": generate, "perplexity": perplexity}[name]
     raise AttributeError(f"module 'lmforge' has no attribute {name!r}")

@@ -27,6 +27,7 @@ _COMMAND_MODULES = [
     "lmforge.cli.prepare",
     "lmforge.cli.pretrain",
     "lmforge.cli.finetune",
+    "lmforge.cli.generate",
 ]
 
 
