@@ -5,6 +5,10 @@ over the chosen positions plus next-sentence-prediction loss, summed
 (``lmforge.objectives.mlm.MaskedLMObjective``). The vocabulary head runs only on the chosen
 positions (the reference gathers them too, with ``max_predictions_per_seq``), and with
 ``train.unpad`` the encoder sees real tokens only.
+
+GPT's recipe (Radford et al. 2018; ``objective.kind: clm``): next-token prediction over
+contiguous blocks of end-of-text-joined documents, on a decoder
+(``lmforge.objectives.clm``); held-out loss, accuracy and perplexity are logged.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ class ModelSection:
 class DataSection:
     corpus: list[str] = field(default_factory=list)  # .txt/.jsonl(.gz/.xz) files of raw text
     prepared: str = ""  # an existing `lmforge prepare` directory (then corpus is not read)
-    tokenizer: str = ""  # tokenizer directory; empty: train a WordPiece on the corpus
+    tokenizer: str = ""  # tokenizer directory; empty: train one of tokenizer_kind on the corpus
+    tokenizer_kind: str = "wordpiece"  # kind trained when tokenizer is empty (`lmforge tokenizer` kinds)
     vocab_size: int = 30522  # for a trained tokenizer
     lowercase: bool = True
     heldout_fraction: float = 0.01
@@ -42,8 +47,9 @@ class DataSection:
 
 @dataclass
 class ObjectiveSection:
-    kind: Literal["mlm+nsp", "mlm"] = "mlm+nsp"  # BERT: MLM + NSP; RoBERTa-style: MLM on packed text
-    max_seq_length: int = 128
+    kind: Literal["mlm+nsp", "mlm", "clm"] = "mlm+nsp"  # BERT: MLM + NSP; RoBERTa-style: MLM on packed text; GPT: causal LM
+    max_seq_length: int = 128  # clm: the block length (GPT 512, GPT-2 1024)
+    document_attention: bool = False  # clm: attention and positions stay inside each document (needs train.unpad)
     masking: Literal["dynamic", "static"] = "dynamic"
     dupe_factor: int = 10  # static masks / NSP pairings: distinct rounds (create_pretraining_data)
     whole_word: bool = False
@@ -87,6 +93,13 @@ def validate_recipe(recipe: "PretrainRecipe") -> None:
         raise UserError("train.weight_decay and train.clip_norm must be >= 0")
     if not 0 < o.mlm_probability <= 1 or not 0 <= o.short_seq_prob <= 1:
         raise UserError("objective.mlm_probability must be in (0, 1] and objective.short_seq_prob in [0, 1]")
+    if o.kind == "clm" and o.document_attention and not t.unpad:
+        raise UserError("objective.document_attention needs train.unpad: true (the unpadded layout)")
+    if not d.tokenizer:
+        from lmforge.tokenization import KINDS
+
+        if d.tokenizer_kind not in KINDS:
+            raise UserError(f"data.tokenizer_kind must be one of {', '.join(KINDS)}, got {d.tokenizer_kind!r}")
     if not 0 <= d.heldout_fraction < 1:
         raise UserError(f"data.heldout_fraction must be in [0, 1), got {d.heldout_fraction}")
     if d.prepared:
@@ -125,7 +138,7 @@ def _prepare_data(recipe: PretrainRecipe, out: Path, is_main: bool) -> Path:
     from lmforge.training.rundir import check_data_source, data_source, record_data_source
 
     source = data_source(data.corpus, data.tokenizer, data.vocab_size, data.lowercase, data.heldout_fraction,
-                         data.heldout_docs, recipe.train.seed)
+                         data.heldout_docs, recipe.train.seed, data.tokenizer_kind)
     if check_data_source(out, source, resuming=(out / "checkpoints").exists()):
         return prepared  # resumed run: same data (stale data of a failed attempt is removed instead)
     if is_main:
@@ -135,11 +148,12 @@ def _prepare_data(recipe: PretrainRecipe, out: Path, is_main: bool) -> Path:
         tokenizer_dir = data.tokenizer
         if not tokenizer_dir:
             tokenizer_dir = str(out / "tokenizer")
-            print(f"training a WordPiece tokenizer (vocab {data.vocab_size}) on {len(data.corpus)} file(s)")
-            Tokenizer.train(data.corpus, kind="wordpiece", vocab_size=data.vocab_size,
+            print(f"training a {data.tokenizer_kind} tokenizer (vocab {data.vocab_size}) on {len(data.corpus)} file(s)")
+            Tokenizer.train(data.corpus, kind=data.tokenizer_kind, vocab_size=data.vocab_size,
                             lowercase=data.lowercase).save(tokenizer_dir)
+        roles = ("eos",) if recipe.objective.kind == "clm" else ("cls", "sep", "mask", "pad")
         prepare_corpus(data.corpus, tokenizer_dir, prepared, heldout_fraction=data.heldout_fraction,
-                       heldout_docs=data.heldout_docs or None, seed=recipe.train.seed)
+                       heldout_docs=data.heldout_docs or None, seed=recipe.train.seed, required_roles=roles)
         record_data_source(out, source)
     return prepared
 
@@ -170,9 +184,16 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
     dataset_args = dict(max_seq_length=obj.max_seq_length, objective=obj.kind, masking=obj.masking,
                         dupe_factor=obj.dupe_factor, whole_word=obj.whole_word, mlm_probability=obj.mlm_probability,
                         max_predictions=obj.max_predictions, short_seq_prob=obj.short_seq_prob, seed=recipe.train.seed)
-    train_data = PretrainingDataset(data_dir, "train", **dataset_args)
-    eval_data = PretrainingDataset(data_dir, "heldout", **dataset_args)
-    task = "pretraining" if obj.kind == "mlm+nsp" else "masked_lm"
+    if obj.kind == "clm":
+        from lmforge.objectives.clm import causal_lm_data
+
+        train_data, eval_data, objective = causal_lm_data(data_dir, tokenizer, obj.max_seq_length,
+                                                          obj.document_attention)
+    else:
+        train_data = PretrainingDataset(data_dir, "train", **dataset_args)
+        eval_data = PretrainingDataset(data_dir, "heldout", **dataset_args)
+        objective = MaskedLMObjective(tokenizer.pad_id)
+    task = {"mlm+nsp": "pretraining", "mlm": "masked_lm", "clm": "causal_lm"}[obj.kind]
     torch.manual_seed(recipe.train.seed)
     if recipe.model.init_from:
         model = load_model(recipe.model.init_from, task=task)
@@ -190,7 +211,7 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
         print(f"model {recipe.model.preset}: {params:,} parameters; {len(train_data):,} training sequences "
               f"of up to {obj.max_seq_length} tokens; {ctx.world_size} process(es) on {ctx.device}")
     # Dropout is seeded per rank and step by the Trainer; the data order by train.seed alone.
-    trainer = Trainer(model, MaskedLMObjective(tokenizer.pad_id), train_data, recipe.train, out, ctx,
+    trainer = Trainer(model, objective, train_data, recipe.train, out, ctx,
                       eval_data=eval_data)
     result = trainer.fit(resume=resume)
     if ctx.is_main:

@@ -88,7 +88,7 @@ def run(args) -> int:
         if not recipe.data.prepared:
             d = recipe.data
             check_data_source(out, data_source(d.corpus, d.tokenizer, d.vocab_size, d.lowercase, d.heldout_fraction,
-                                               d.heldout_docs, recipe.train.seed), resuming=True)
+                                               d.heldout_docs, recipe.train.seed, d.tokenizer_kind), resuming=True)
         repair_metrics(out / "metrics.jsonl")
 
     from lmforge.pretraining import run_pretraining

@@ -110,9 +110,17 @@ class ForCausalLM(TaskModel):
         self.lm_head = LMHead(config, backbone.embeddings.word)
 
     def forward(self, input_ids, attention_mask=None, cache: KVCache | None = None, unpad: bool = False,
-                output_hidden_states: bool = False) -> torch.Tensor:
-        """-> (B, T, V) logits (zeros at padding when unpadded)."""
-        out = self.backbone(input_ids, attention_mask, None, output_hidden_states, unpad, cache)
+                output_hidden_states: bool = False, document_ids: torch.Tensor | None = None,
+                predict_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """-> (B, T, V) logits (zeros at padding when unpadded). ``document_ids`` (B, T) keeps
+        attention inside each document packed in a row (unpadded only); ``predict_mask`` (B, T)
+        bool runs the vocabulary head only where it is True, giving (M, V) logits in row-major
+        order of those positions (training reads only the positions that have a target)."""
+        out = self.backbone(input_ids, attention_mask, None, output_hidden_states, unpad, cache,
+                            document_ids=document_ids)
+        if predict_mask is not None:
+            selected = out.layout.unpad(predict_mask) if unpad else predict_mask
+            return self.lm_head(out.last_hidden_state[selected])
         return out.padded(self.lm_head(out.last_hidden_state))
 
 

@@ -95,13 +95,13 @@ DATA_SOURCE = "data_source.json"
 
 
 def data_source(corpus: list[str], tokenizer: str, vocab_size: int, lowercase: bool,
-                heldout_fraction: float, heldout_docs: int, seed: int) -> dict:
+                heldout_fraction: float, heldout_docs: int, seed: int, kind: str = "wordpiece") -> dict:
     """What OUT/data is built from: the corpus files (resolved path and size), the tokenizer
     (a directory, or the settings of the one trained) and the held-out choice."""
     files = [{"path": str(Path(p).resolve()), "bytes": Path(p).stat().st_size if Path(p).is_file() else None}
              for p in corpus]
     made_by = {"dir": str(Path(tokenizer).resolve())} if tokenizer else {
-        "train": "wordpiece", "vocab_size": vocab_size, "lowercase": lowercase}
+        "train": kind, "vocab_size": vocab_size, "lowercase": lowercase}
     return {"corpus": files, "tokenizer": made_by, "heldout_fraction": heldout_fraction,
             "heldout_docs": heldout_docs, "seed": seed}
 
