@@ -118,8 +118,12 @@ class Transformer(_Stacked):
         return KVCache.empty(len(self.stack.layers))
 
     def layer_groups(self) -> list[nn.Module]:
-        """Bottom to top: embeddings, then each layer (ULMFiT's discriminative learning rates)."""
-        return [self.embeddings, *self.stack.layers]
+        """Bottom to top: embeddings, then each layer (ULMFiT's discriminative learning rates);
+        a pre-norm stack's final norm (GPT-2 ``ln_f``) goes with the top layer."""
+        layers = list(self.stack.layers)
+        if self.stack.final_norm is not None:
+            layers[-1] = nn.ModuleList([layers[-1], self.stack.final_norm])
+        return [self.embeddings, *layers]
 
 
 @dataclass

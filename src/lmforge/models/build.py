@@ -161,6 +161,20 @@ class ForSequenceClassification(TaskModel):
         return self.classifier(pooled)  # (B, labels)
 
 
+class ForMultipleChoice(ForSequenceClassification):
+    """One score per (context, answer) sequence from the same pooled vector (BERT's SWAG head,
+    GPT's multiple choice); the task takes the softmax over each example's answers."""
+
+    task = "multiple_choice"
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
+        TaskModel.__init__(self, config, backbone)
+        self.classifier = LinearClassifier(config, 1)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, unpad: bool = False):
+        return super().forward(input_ids, attention_mask, token_type_ids, unpad).squeeze(-1)  # (rows,)
+
+
 class ForTokenClassification(TaskModel):
     """A label per token from its final hidden vector (NER)."""
 
@@ -197,7 +211,7 @@ class ForQuestionAnswering(TaskModel):
 TASK_MODELS: dict[str, type[TaskModel]] = {
     cls.task: cls
     for cls in (Backbone, ForPretraining, ForMaskedLM, ForCausalLM, ForSeq2SeqLM, ForSequenceClassification,
-                ForTokenClassification, ForQuestionAnswering)
+                ForMultipleChoice, ForTokenClassification, ForQuestionAnswering)
 }
 
 
