@@ -74,7 +74,7 @@ def decoder_checkpoint(tmp_path_factory) -> Path:
     return lmforge.save(model, root / "ckpt", tokenizer)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def native_layout(monkeypatch):
     """Best models are saved in lmforge's layout (see the module docstring)."""
     from lmforge.files import staged_dir
@@ -109,9 +109,9 @@ def test_gpt_input_layout(decoder_checkpoint):
         transform([5], [6], tokens, 4)
 
 
-def test_classification_from_the_last_token_beats_chance(decoder_checkpoint, tmp_path):
+def test_classification_from_the_last_token_beats_chance(decoder_checkpoint, tmp_path, native_layout):
     summary = run_finetune(config(decoder_checkpoint, tmp_path / "sst2"))
-    # 12 dev sentences, one keyword each: chance is 6/12.
+    # 12 dev sentences, one keyword each: chance is 6/12 (measured: 10/12, eval loss 0.56).
     assert summary["accuracy"] >= 10 / 12, summary
     model = lmforge.load_model(tmp_path / "sst2" / "model")
     assert model.task == "sequence_classification" and model.config.pooling == "last"
@@ -119,7 +119,7 @@ def test_classification_from_the_last_token_beats_chance(decoder_checkpoint, tmp
     assert again["accuracy"] == pytest.approx(summary["accuracy"])
 
 
-def test_entailment_similarity_and_the_auxiliary_lm_loss(decoder_checkpoint, tmp_path):
+def test_entailment_similarity_and_the_auxiliary_lm_loss(decoder_checkpoint, tmp_path, native_layout):
     out = tmp_path / "mrpc"
     summary = run_finetune(config(decoder_checkpoint, out, files=MRPC, symmetric_pairs=True, lm_loss_weight=0.5,
                                   epochs=4))
@@ -141,13 +141,13 @@ def test_entailment_similarity_and_the_auxiliary_lm_loss(decoder_checkpoint, tmp
     assert np.allclose(np.stack(a), np.stack(b), atol=1e-5)
 
 
-def test_multiple_choice_beats_chance(decoder_checkpoint, tmp_path):
+def test_multiple_choice_beats_chance(decoder_checkpoint, tmp_path, native_layout):
     train = write_jsonl(tmp_path / "train.jsonl", choice_examples(48, 1))
     dev = write_jsonl(tmp_path / "dev.jsonl", choice_examples(18, 2))
     out = tmp_path / "mc"
     summary = run_finetune(config(decoder_checkpoint, out, task="multiple_choice", files=(train, dev), epochs=6,
                                   lm_loss_weight=0.5))
-    assert summary["accuracy"] >= 0.8, summary  # chance: 1/3
+    assert summary["accuracy"] >= 0.8, summary  # chance: 1/3 (measured: 18/18)
     assert summary["labels"] == []
     model = lmforge.load_model(out / "model")
     assert model.task == "multiple_choice"
@@ -158,7 +158,8 @@ def test_multiple_choice_beats_chance(decoder_checkpoint, tmp_path):
 
 
 def test_multiple_choice_on_an_encoder_runs(tmp_path):
-    """BERT's SWAG layout: [CLS] context [SEP] answer [SEP], the pooled vector scored."""
+    """BERT's SWAG layout: [CLS] context [SEP] answer [SEP], the pooled vector scored; the best
+    model is saved in the layout transformers' BertForMultipleChoice loads."""
     from test_finetune import word_tokenizer
 
     tokenizer = word_tokenizer(tmp_path / "vocab")
@@ -170,6 +171,8 @@ def test_multiple_choice_on_an_encoder_runs(tmp_path):
     summary = run_finetune(config(checkpoint, tmp_path / "out", task="multiple_choice", files=(data, data),
                                   epochs=1, batch_size=4))
     assert 0 <= summary["accuracy"] <= 1
+    config_json = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
+    assert config_json["architectures"] == ["BertForMultipleChoice"]
     with pytest.raises(UserError, match="GPT's decoder fine-tuning options"):
         run_finetune(config(checkpoint, tmp_path / "out2", task="multiple_choice", files=(data, data),
                             lm_loss_weight=0.5))
@@ -220,3 +223,16 @@ def test_multiple_choice_reader_accepts_the_variants(tmp_path):
     assert (second.choices, second.label) == (("x", "y"), 0)
     with pytest.raises(UserError, match=r"reads \.jsonl files"):
         read_multiple_choice(tmp_path / "mc.tsv")
+
+
+def test_bert_multiple_choice_head_equals_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = get_preset("bert-test").replace(hidden_dropout=0.0, attention_dropout=0.0)
+    model = build_model(config, "multiple_choice", seed=0).eval()
+    lmforge.save(model, tmp_path / "hf", format="hf")
+    reference = transformers.BertForMultipleChoice.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.randint(5, 1000, (2, 3, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        difference = (reference(input_ids=ids).logits - model(ids.flatten(0, 1)).view(2, 3)).abs().max()
+    assert difference <= 1e-5
+    assert lmforge.load_model(tmp_path / "hf").task == "multiple_choice"

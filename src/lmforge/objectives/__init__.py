@@ -7,6 +7,8 @@
 - ``sentence_pairs``: BERT's next-sentence-prediction pairs and loss.
 - ``packing``: RoBERTa's FULL-SENTENCES blocks for MLM alone.
 - ``dataset``: the examples of a prepared split, per (seed, epoch, index).
+- ``clm``: GPT/GPT-2 causal LM: end-of-text-joined documents in contiguous blocks (optionally
+  with attention kept inside each document), next-token loss and perplexity.
 """
 
 from lmforge.objectives.base import IGNORE_INDEX, Objective, collate
