@@ -236,3 +236,26 @@ def test_bert_multiple_choice_head_equals_transformers(tmp_path):
         difference = (reference(input_ids=ids).logits - model(ids.flatten(0, 1)).view(2, 3)).abs().max()
     assert difference <= 1e-5
     assert lmforge.load_model(tmp_path / "hf").task == "multiple_choice"
+
+
+def test_command_line(decoder_checkpoint, tmp_path, native_layout, capsys):
+    """`lmforge finetune --task multiple_choice --lm-loss-weight 0.5`, `predict`, and a reader
+    mistake as one line (exit 2)."""
+    from lmforge.cli import main
+
+    train = write_jsonl(tmp_path / "train.jsonl", choice_examples(16, 3))
+    dev = write_jsonl(tmp_path / "dev.jsonl", choice_examples(6, 4))
+    out = tmp_path / "mc"
+    assert main(["finetune", "--model", str(decoder_checkpoint), "--task", "multiple_choice", "--train", str(train),
+                 "--eval", str(dev), "--out", str(out), "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+                 "--lm-loss-weight", "0.5", "--max-length", "48"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["settings"]["lm_loss_weight"] == 0.5
+    capsys.readouterr()
+    assert main(["predict", "--model", str(out / "model"), "--input", str(dev), "--device", "cpu"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 6
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"context": "c", "choices": ["a", "b"], "label": 0}\n{"context": "c", "choices": "ab"}\n')
+    assert main(["finetune", "--model", str(decoder_checkpoint), "--task", "multiple_choice", "--train", str(bad),
+                 "--eval", str(dev), "--out", str(tmp_path / "bad"), "--device", "cpu"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: {bad}:2: 'choices' must be a list of at least two answers"]
