@@ -47,7 +47,8 @@ class DataSection:
 
 @dataclass
 class ObjectiveSection:
-    kind: Literal["mlm+nsp", "mlm", "clm"] = "mlm+nsp"  # BERT: MLM + NSP; RoBERTa-style: MLM on packed text; GPT: causal LM
+    # BERT: MLM + NSP; RoBERTa-style: MLM on packed text; GPT: causal LM on contiguous blocks
+    kind: Literal["mlm+nsp", "mlm", "clm"] = "mlm+nsp"
     max_seq_length: int = 128  # clm: the block length (GPT 512, GPT-2 1024)
     document_attention: bool = False  # clm: attention and positions stay inside each document (needs train.unpad)
     masking: Literal["dynamic", "static"] = "dynamic"

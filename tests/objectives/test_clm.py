@@ -13,8 +13,7 @@ from lmforge.errors import UserError
 from lmforge.models.build import build_model
 from lmforge.models.layout import JaggedLayout
 from lmforge.objectives.base import IGNORE_INDEX
-from lmforge.objectives.clm import (CausalLMObjective, assemble_stream_block, separator_positions,
-                                    shifted_targets)
+from lmforge.objectives.clm import CausalLMObjective, assemble_stream_block, separator_positions, shifted_targets
 
 SEP = 0
 
@@ -116,7 +115,7 @@ def test_loss_reads_only_positions_with_targets(unpad):
     examples = []
     for ids in ([5, 6, 7, SEP, 8, 9], [10, 11, SEP, 12]):
         ids = np.asarray(ids)
-        labels, documents = shifted_targets(ids, SEP, document_attention=False)
+        labels, _ = shifted_targets(ids, SEP, document_attention=False)
         examples.append({"input_ids": ids, "labels": labels})
     batch = objective.collate(examples)
     assert objective.counts(batch) == {"lm": 5 + 3}  # no target at padding or after the last token

@@ -23,8 +23,8 @@ GPT2_TINY = RECIPES / "gpt2-tiny.yaml"
 CORPUS = REPO / "data" / "brown" / "brown-sample.jsonl"
 # A GPT-2-shaped decoder from the bert-test preset (tests/parity/test_gpt2_core.py's field set).
 DECODER = ["model.preset=bert-test",
-           "model.config={architecture: decoder, norm_placement: pre, final_norm: true, type_vocab_size: 0, "
-           "pooler: false, embedding_norm: false, activation: gelu_tanh, norm_eps: 1.0e-5, pooling: last}"]
+           ("model.config={architecture: decoder, norm_placement: pre, final_norm: true, type_vocab_size: 0, "
+            "pooler: false, embedding_norm: false, activation: gelu_tanh, norm_eps: 1.0e-5, pooling: last}")]
 
 
 @pytest.fixture(scope="module")

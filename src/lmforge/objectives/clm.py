@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,8 @@ def assemble_stream_block(tokens: np.ndarray, separators: np.ndarray, start: int
     return block
 
 
-def shifted_targets(input_ids: np.ndarray, separator_id: int, document_attention: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def shifted_targets(input_ids: np.ndarray, separator_id: int,
+                    document_attention: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Next-token targets per position (``IGNORE_INDEX`` where there is none) and, with
     ``document_attention``, the piece number (1, 2, ...) of every position."""
     labels = np.full(len(input_ids), IGNORE_INDEX, dtype=np.int64)

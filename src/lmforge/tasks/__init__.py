@@ -47,5 +47,6 @@ def task_for_model(model_task: str) -> str:
     raise UserError(f"a {model_task} model is not fine-tuned for a task; known: {', '.join(TASKS)}")
 
 
-__all__ = ["TASKS", "ClassificationTask", "LabelMap", "MultipleChoiceTask", "NerTask", "QaTask", "Task", "TaskOptions", "make_task",
+__all__ = ["TASKS", "ClassificationTask", "LabelMap", "MultipleChoiceTask", "NerTask", "QaTask", "Task", "TaskOptions",
+           "make_task",
            "task_for_model"]
