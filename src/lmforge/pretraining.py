@@ -8,6 +8,10 @@ positions (the reference gathers them too, with ``max_predictions_per_seq``), an
 (sentence order through the same pair head, n-gram masking with ``masking_unit: ngram``) and
 "mlm" RoBERTa's (FULL-SENTENCES blocks, fairseq's masking with ``masking_scheme: fairseq``);
 see ``lmforge.objectives.dataset``.
+
+GPT's recipe (Radford et al. 2018; ``objective.kind: clm``): next-token prediction over
+contiguous blocks of end-of-text-joined documents, on a decoder
+(``lmforge.objectives.clm``); held-out loss, accuracy and perplexity are logged.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ class DataSection:
     corpus: list[str] = field(default_factory=list)  # .txt/.jsonl(.gz/.xz) files of raw text
     prepared: str = ""  # an existing `lmforge prepare` directory (then corpus is not read)
     tokenizer: str = ""  # tokenizer directory; empty: train one of tokenizer_kind on the corpus
-    tokenizer_kind: str = "wordpiece"  # for a trained tokenizer: wordpiece, byte_bpe (RoBERTa), unigram (ALBERT)...
+    # kind trained when tokenizer is empty: wordpiece, byte_bpe (RoBERTa), unigram (ALBERT), gpt2_byte_bpe (GPT-2)...
+    tokenizer_kind: str = "wordpiece"
     vocab_size: int = 30522  # for a trained tokenizer
     lowercase: bool = True
     heldout_fraction: float = 0.01
@@ -46,9 +51,11 @@ class DataSection:
 
 @dataclass
 class ObjectiveSection:
-    # BERT: MLM + NSP; ALBERT: MLM + sentence-order prediction; RoBERTa: MLM on packed text
-    kind: Literal["mlm+nsp", "mlm+sop", "mlm"] = "mlm+nsp"
-    max_seq_length: int = 128
+    # BERT: MLM + NSP; ALBERT: MLM + sentence-order prediction; RoBERTa: MLM on packed text;
+    # GPT: causal LM on contiguous blocks
+    kind: Literal["mlm+nsp", "mlm+sop", "mlm", "clm"] = "mlm+nsp"
+    max_seq_length: int = 128  # clm: the block length (GPT 512, GPT-2 1024)
+    document_attention: bool = False  # clm: attention and positions stay inside each document (needs train.unpad)
     masking: Literal["dynamic", "static"] = "dynamic"
     dupe_factor: int = 10  # static masks / NSP pairings: distinct rounds (create_pretraining_data)
     # what one masking draw takes: a token, a whole word, or an n-gram of whole words (ALBERT)
@@ -104,6 +111,8 @@ def validate_recipe(recipe: "PretrainRecipe") -> None:
         raise UserError("objective.mlm_probability must be in (0, 1] and objective.short_seq_prob in [0, 1]")
     if o.masking_unit == "ngram" and o.masking_scheme == "fairseq":
         raise UserError("objective.masking_unit ngram follows ALBERT's selection: use objective.masking_scheme bert")
+    if o.kind == "clm" and o.document_attention and not t.unpad:
+        raise UserError("objective.document_attention needs train.unpad: true (the unpadded layout)")
     if not d.tokenizer and not d.prepared:
         from lmforge.tokenization import KINDS
 
@@ -165,8 +174,9 @@ def _prepare_data(recipe: PretrainRecipe, out: Path, is_main: bool) -> Path:
             print(f"training a {data.tokenizer_kind} tokenizer (vocab {data.vocab_size}) on {len(data.corpus)} file(s)")
             Tokenizer.train(data.corpus, kind=data.tokenizer_kind, vocab_size=data.vocab_size,
                             lowercase=data.lowercase).save(tokenizer_dir)
+        roles = ("eos",) if recipe.objective.kind == "clm" else ("cls", "sep", "mask", "pad")
         prepare_corpus(data.corpus, tokenizer_dir, prepared, heldout_fraction=data.heldout_fraction,
-                       heldout_docs=data.heldout_docs or None, seed=recipe.train.seed)
+                       heldout_docs=data.heldout_docs or None, seed=recipe.train.seed, required_roles=roles)
         record_data_source(out, source)
     return prepared
 
@@ -199,9 +209,17 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
                         max_predictions=obj.max_predictions, short_seq_prob=obj.short_seq_prob, seed=recipe.train.seed,
                         masking_unit=masking_unit(obj), max_ngram=obj.max_ngram, masking_scheme=obj.masking_scheme,
                         sop_single_sentence=obj.sop_single_sentence)
-    train_data = PretrainingDataset(data_dir, "train", **dataset_args)
-    eval_data = PretrainingDataset(data_dir, "heldout", **dataset_args)
-    task = "masked_lm" if obj.kind == "mlm" else "pretraining"  # NSP and SOP share the pair head
+    if obj.kind == "clm":
+        from lmforge.objectives.clm import causal_lm_data
+
+        train_data, eval_data, objective = causal_lm_data(data_dir, tokenizer, obj.max_seq_length,
+                                                          obj.document_attention)
+    else:
+        train_data = PretrainingDataset(data_dir, "train", **dataset_args)
+        eval_data = PretrainingDataset(data_dir, "heldout", **dataset_args)
+        objective = MaskedLMObjective(tokenizer.pad_id, "sop" if obj.kind == "mlm+sop" else "nsp")
+    # NSP and SOP share the pair head
+    task = {"mlm+nsp": "pretraining", "mlm+sop": "pretraining", "mlm": "masked_lm", "clm": "causal_lm"}[obj.kind]
     torch.manual_seed(recipe.train.seed)
     if recipe.model.init_from:
         model = load_model(recipe.model.init_from, task=task)
@@ -219,8 +237,7 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
         print(f"model {recipe.model.preset}: {params:,} parameters; {len(train_data):,} training sequences "
               f"of up to {obj.max_seq_length} tokens; {ctx.world_size} process(es) on {ctx.device}")
     # Dropout is seeded per rank and step by the Trainer; the data order by train.seed alone.
-    pair_task = "sop" if obj.kind == "mlm+sop" else "nsp"
-    trainer = Trainer(model, MaskedLMObjective(tokenizer.pad_id, pair_task), train_data, recipe.train, out, ctx,
+    trainer = Trainer(model, objective, train_data, recipe.train, out, ctx,
                       eval_data=eval_data)
     result = trainer.fit(resume=resume)
     if ctx.is_main:

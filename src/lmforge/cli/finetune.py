@@ -21,7 +21,9 @@ _STAGING = (".model.new-", ".model.old-")
 # The keys of the metrics.json that `lmforge evaluate` writes (a fine-tuning run's has "settings").
 _EVALUATE_KEYS = {"task", "model", "data", "examples"}
 
-_TASK_HELP = "classification (single sentences or pairs), ner (CoNLL tagging) or qa (SQuAD v1.1 spans)"
+_TASK_HELP = ("classification (single sentences or pairs), ner (CoNLL tagging), qa (SQuAD v1.1 spans) or "
+              "multiple_choice (JSONL: context, choices, label)")
+_TASKS = ["classification", "ner", "qa", "multiple_choice"]
 
 
 def _task_options(parser: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
@@ -34,6 +36,8 @@ def _task_options(parser: argparse.ArgumentParser, default=argparse.SUPPRESS) ->
     group.add_argument("--doc-stride", type=int, default=default, help="qa: tokens between window starts (128)")
     group.add_argument("--max-query-length", type=int, default=default, help="qa: question tokens kept (64)")
     group.add_argument("--max-answer-length", type=int, default=default, help="qa: longest answer in tokens (30)")
+    group.add_argument("--symmetric-pairs", action=argparse.BooleanOptionalAction, default=default,
+                       help="decoder pair classification: both orders, final states added (GPT similarity)")
 
 
 def register(subparsers) -> None:
@@ -45,7 +49,7 @@ def register(subparsers) -> None:
                     "the eval predictions and curves.png. The best epoch on the eval file is kept.")
     ft.add_argument("--recipe", help="YAML file with any of the settings below (keys with underscores)")
     ft.add_argument("--model", default=S, help="checkpoint directory (lmforge or HF layout) with its tokenizer")
-    ft.add_argument("--task", choices=["classification", "ner", "qa"], default=S, help=_TASK_HELP)
+    ft.add_argument("--task", choices=_TASKS, default=S, help=_TASK_HELP)
     ft.add_argument("--train", default=S, help="training file: .tsv/.csv/.jsonl, CoNLL columns, or SQuAD .json")
     ft.add_argument("--eval", default=S, help="held-out file of the same kind, scored every epoch")
     ft.add_argument("--out", default=S, help="output directory")
@@ -72,6 +76,8 @@ def register(subparsers) -> None:
                          help="train the top layer group only, then one more group per epoch")
     toolbox.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=S,
                          help="train the task head only (a linear probe on frozen features)")
+    toolbox.add_argument("--lm-loss-weight", type=float, default=S,
+                         help="decoder checkpoints: GPT's auxiliary LM loss weight (the paper: 0.5; default 0: off)")
     _task_options(ft)
     ft.set_defaults(func=run_finetune)
 
@@ -80,7 +86,7 @@ def register(subparsers) -> None:
         description="Print the task metrics of a fine-tuned model on DATA and write metrics.json to --out "
                     "(default: the model directory); with --out the predictions are written there too.")
     ev.add_argument("--model", required=True, help="fine-tuned checkpoint directory (e.g. OUT/model)")
-    ev.add_argument("--task", choices=["classification", "ner", "qa"], help=_TASK_HELP + "; default: the model's")
+    ev.add_argument("--task", choices=_TASKS, help=_TASK_HELP + "; default: the model's")
     ev.add_argument("--data", required=True, help="labelled file in the task's format")
     ev.add_argument("--out", help="directory for metrics.json and the predictions")
     ev.add_argument("--overwrite", action="store_true",
@@ -97,7 +103,7 @@ def register(subparsers) -> None:
                     "ner: one sentence per line (words split on spaces) -> 'word/TAG ...'; "
                     "qa: SQuAD-format JSON (answers optional) -> 'id<TAB>answer'.")
     pr.add_argument("--model", required=True, help="fine-tuned checkpoint directory (e.g. OUT/model)")
-    pr.add_argument("--task", choices=["classification", "ner", "qa"], help=_TASK_HELP + "; default: the model's")
+    pr.add_argument("--task", choices=_TASKS, help=_TASK_HELP + "; default: the model's")
     pr.add_argument("--input", required=True, help="input file")
     pr.add_argument("--pair", action="store_true", help="classification: lines are 'text<TAB>second text'")
     pr.add_argument("--out", help="write the lines to this file instead of standard output")

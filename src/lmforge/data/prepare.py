@@ -64,13 +64,15 @@ def prepare_corpus(
     chunk_chars: int = 8_000_000,
     overwrite: bool = False,
     show_progress: bool = True,
+    required_roles: tuple[str, ...] = ("cls", "sep", "mask", "pad"),
 ) -> dict[str, Any]:
     """Prepare ``corpus`` (paths to .txt/.jsonl, optionally .gz/.xz) into ``out``; returns the manifest.
 
     ``heldout_docs`` (an exact count) overrides ``heldout_fraction`` (rounded, at least one
     document when positive). ``num_workers`` > 0 splits sentences in that many processes while
     the main process tokenizes; the output is identical for any value. ``chunk_chars`` is the
-    amount of text held in memory at once.
+    amount of text held in memory at once. ``required_roles`` are the special tokens the
+    objective needs (BERT's by default; causal-LM pretraining needs only ``eos``).
     """
     corpus = [str(p) for p in corpus]
     check_corpus_files(corpus)
@@ -79,9 +81,10 @@ def prepare_corpus(
     if heldout_docs is not None and heldout_docs < 0:
         raise UserError(f"--heldout-docs must be >= 0, got {heldout_docs}")
     tokenizer = Tokenizer.from_dir(tokenizer_dir)
-    missing = [role for role in ("cls", "sep", "mask", "pad") if getattr(tokenizer, f"{role}_id") is None]
+    missing = [role for role in required_roles if getattr(tokenizer, f"{role}_id") is None]
     if missing:
-        raise UserError(f"tokenizer in {tokenizer_dir} has no {'/'.join(missing)} token; BERT pretraining needs them")
+        needed_by = "BERT pretraining" if "mask" in required_roles else "the objective"
+        raise UserError(f"tokenizer in {tokenizer_dir} has no {'/'.join(missing)} token; {needed_by} needs them")
     out = Path(out)
     _check_out_dir(out, overwrite)
     with staged_dir(out) as staging:
@@ -130,7 +133,7 @@ def _prepare_into(out: Path, corpus: list[str], tokenizer: Tokenizer, heldout_fr
             "dir": "tokenizer",
             "kind": tokenizer.kind,
             "fingerprint": tokenizer.fingerprint(),
-            **{f"{role}_id": getattr(tokenizer, f"{role}_id") for role in ("pad", "unk", "cls", "sep", "mask")},
+            **{f"{role}_id": getattr(tokenizer, f"{role}_id") for role in ("pad", "unk", "cls", "sep", "mask", "eos")},
             "special_ids": sorted(tokenizer.special_ids),
         },
         "word_start": "word_start.npy",

@@ -93,6 +93,7 @@ ARCHITECTURES = {
     "pretraining": "BertForPreTraining",
     "masked_lm": "BertForMaskedLM",
     "sequence_classification": "BertForSequenceClassification",
+    "multiple_choice": "BertForMultipleChoice",
     "token_classification": "BertForTokenClassification",
     "question_answering": "BertForQuestionAnswering",
 }

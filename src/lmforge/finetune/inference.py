@@ -86,7 +86,8 @@ def load_task_model(model_dir: str | Path, task_name: str | None, options: TaskO
     if model.task != task.model_task:
         raise UserError(f"{model_dir} holds a {model.task} model; --task {task.name} needs a {task.model_task} model")
     task.pad_id = tokenizer.pad_id
-    if task.name != "qa":
+    task.configure_for(model, tokenizer)
+    if task.has_labels:
         if not model.config.labels:
             raise UserError(f"{model_dir} has no label names (id2label in config.json)")
         task.labels = LabelMap(list(model.config.labels))

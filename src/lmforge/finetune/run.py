@@ -35,7 +35,7 @@ class FinetuneConfig:
     """Every setting of ``lmforge finetune``; a recipe file holds the same keys (flat)."""
 
     model: str = ""  # checkpoint directory (lmforge or HF layout) with any head
-    task: Literal["classification", "ner", "qa"] = "classification"
+    task: Literal["classification", "ner", "qa", "multiple_choice"] = "classification"
     train: str = ""  # training file
     eval: str = ""  # held-out file: scored every epoch, picks the best epoch
     out: str = ""  # output directory
@@ -54,6 +54,8 @@ class FinetuneConfig:
     max_query_length: int = 64  # qa (run_squad)
     max_answer_length: int = 30  # qa (run_squad)
     n_best: int = 20  # qa (run_squad)
+    symmetric_pairs: bool = False  # GPT similarity on a decoder: both orders of a pair, final states added
+    lm_loss_weight: float = 0.0  # GPT's auxiliary LM loss on a decoder (the paper: 0.5); 0: off
     warmup_fraction: float = 0.1  # BERT: 10% warm-up; the cut_frac of slanted_triangular
     weight_decay: float = 0.01  # BERT
     schedule: Literal["linear", "slanted_triangular", "constant"] = "linear"
@@ -79,8 +81,8 @@ class FinetuneConfig:
         for key in ("limit", "eval_limit", "patience"):
             if getattr(self, key) < 0:
                 raise UserError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.discriminative_decay < 0:
-            raise UserError("lr must be positive; weight_decay and discriminative_decay >= 0")
+        if self.lr <= 0 or self.weight_decay < 0 or self.discriminative_decay < 0 or self.lm_loss_weight < 0:
+            raise UserError("lr must be positive; weight_decay, discriminative_decay and lm_loss_weight >= 0")
         if not 0 <= self.warmup_fraction < 1:
             raise UserError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.schedule == "slanted_triangular" and self.warmup_fraction == 0:
@@ -107,6 +109,8 @@ def initial_model(source: nn.Module, task: Task, labels: LabelMap | None, seed: 
     if source.task == task.model_task and tuple(source.config.labels) == label_names:
         return source.float()
     config = source.config.replace(labels=label_names)
+    if config.architecture == "decoder":
+        config = config.replace(pooling="last")  # GPT: the classifier reads the final (extract) token
     model = build_model(config, task.model_task, seed=seed)
     backbone = source.backbone
     missing, unexpected = model.backbone.load_state_dict(backbone.state_dict(), strict=False)
@@ -123,7 +127,7 @@ def choose_labels(task: Task, source: nn.Module, train_examples, eval_examples, 
 
     An evaluation label that neither the training data nor that head knows would become a
     class the model never sees a word of: a UserError naming it and how often it occurs."""
-    if task.name == "qa":
+    if not task.has_labels:
         return None
     trained = set(task.label_names(train_examples))
     known = trained | (set(source.config.labels) if source.task == task.model_task else set())
@@ -279,6 +283,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     task.labels = choose_labels(task, source, train_examples, eval_examples, train_name, eval_name)
     task.pad_id = tokenizer.pad_id
     model = initial_model(source, task, task.labels, cfg.seed)
+    task.configure_for(model, tokenizer)
     check_length(task, model)
     train_features = task.encode(train_examples, tokenizer)
     eval_features = task.encode(eval_examples, tokenizer)

@@ -47,14 +47,18 @@ class BackboneOutput:
         return self.layout.pool(self.last_hidden_state, pooling, self.input_ids, eos_token_id)
 
 
-def lay_out(input_ids, attention_mask, token_type_ids, unpad: bool, past_length: int = 0):
-    """The layout of a padded batch, and its ids in that layout's form."""
+def lay_out(input_ids, attention_mask, token_type_ids, unpad: bool, past_length: int = 0, document_ids=None):
+    """The layout of a padded batch, and its ids in that layout's form. ``document_ids`` (B, T)
+    splits each row into the documents packed in it (unpadded layout only)."""
+    if document_ids is not None and not unpad:
+        raise UserError("attention within packed documents (document_ids) needs the unpadded layout (unpad=True)")
     if unpad:
         if past_length:
             raise UserError("cached decoding runs on padded batches (unpad=False)")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        layout = JaggedLayout.from_mask(attention_mask)
+        layout = (JaggedLayout.from_mask(attention_mask) if document_ids is None
+                  else JaggedLayout.from_documents(attention_mask, document_ids))
         token_type_ids = None if token_type_ids is None else layout.unpad(token_type_ids)
         return layout, layout.unpad(input_ids), token_type_ids
     return PaddedLayout.from_inputs(input_ids, attention_mask, past_length), input_ids, token_type_ids
@@ -69,9 +73,9 @@ class _Stacked(nn.Module):
         self.rotary = RotaryEmbedding(config) if config.positions == "rotary" else None
 
     def _run(self, embeddings: Embeddings, stack: TransformerStack, input_ids, attention_mask, token_type_ids,
-             output_hidden_states: bool, unpad: bool, cache: KVCache | None = None, memory=None):
+             output_hidden_states: bool, unpad: bool, cache: KVCache | None = None, memory=None, document_ids=None):
         past = cache.past_length if cache is not None else 0
-        layout, ids, types = lay_out(input_ids, attention_mask, token_type_ids, unpad, past)
+        layout, ids, types = lay_out(input_ids, attention_mask, token_type_ids, unpad, past, document_ids)
         position_ids = layout.position_ids(input_ids.device)
         x = embeddings(ids, position_ids, types)
         inputs = AttentionInputs(layout)
@@ -100,9 +104,11 @@ class Transformer(_Stacked):
         return self.decoder if self.config.architecture == "decoder" else self.encoder
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states: bool = False,
-                unpad: bool = False, cache: KVCache | None = None) -> BackboneOutput:
+                unpad: bool = False, cache: KVCache | None = None, document_ids=None) -> BackboneOutput:
+        """``document_ids`` (B, T): attention and positions stay inside each packed document."""
         x, hidden_states, layout, ids = self._run(self.embeddings, self.stack, input_ids, attention_mask,
-                                                  token_type_ids, output_hidden_states, unpad, cache)
+                                                  token_type_ids, output_hidden_states, unpad, cache,
+                                                  document_ids=document_ids)
         out = BackboneOutput(x, hidden_states, None, layout, ids)
         if self.pooler is not None:
             out.pooled = self.pooler(out.pool(self.config.pooling, self.config.eos_token_id))
@@ -112,8 +118,12 @@ class Transformer(_Stacked):
         return KVCache.empty(len(self.stack.schedule))
 
     def layer_groups(self) -> list[nn.Module]:
-        """Bottom to top: embeddings, then each layer (ULMFiT's discriminative learning rates)."""
-        return [self.embeddings, *self.stack.distinct_layers()]
+        """Bottom to top: embeddings, then each distinct layer (ULMFiT's discriminative learning
+        rates); a pre-norm stack's final norm (GPT-2 ``ln_f``) goes with the top layer."""
+        layers = list(self.stack.distinct_layers())
+        if self.stack.final_norm is not None:
+            layers[-1] = nn.ModuleList([layers[-1], self.stack.final_norm])
+        return [self.embeddings, *layers]
 
 
 @dataclass

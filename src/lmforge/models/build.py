@@ -120,9 +120,17 @@ class ForCausalLM(TaskModel):
         self.lm_head = LMHead(config, backbone.embeddings.word)
 
     def forward(self, input_ids, attention_mask=None, cache: KVCache | None = None, unpad: bool = False,
-                output_hidden_states: bool = False) -> torch.Tensor:
-        """-> (B, T, V) logits (zeros at padding when unpadded)."""
-        out = self.backbone(input_ids, attention_mask, None, output_hidden_states, unpad, cache)
+                output_hidden_states: bool = False, document_ids: torch.Tensor | None = None,
+                predict_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """-> (B, T, V) logits (zeros at padding when unpadded). ``document_ids`` (B, T) keeps
+        attention inside each document packed in a row (unpadded only); ``predict_mask`` (B, T)
+        bool runs the vocabulary head only where it is True, giving (M, V) logits in row-major
+        order of those positions (training reads only the positions that have a target)."""
+        out = self.backbone(input_ids, attention_mask, None, output_hidden_states, unpad, cache,
+                            document_ids=document_ids)
+        if predict_mask is not None:
+            selected = out.layout.unpad(predict_mask) if unpad else predict_mask
+            return self.lm_head(out.last_hidden_state[selected])
         return out.padded(self.lm_head(out.last_hidden_state))
 
 
@@ -169,6 +177,20 @@ class ForSequenceClassification(TaskModel):
         return self.classifier(pooled)  # (B, labels)
 
 
+class ForMultipleChoice(ForSequenceClassification):
+    """One score per (context, answer) sequence from the same pooled vector (BERT's SWAG head,
+    GPT's multiple choice); the task takes the softmax over each example's answers."""
+
+    task = "multiple_choice"
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
+        TaskModel.__init__(self, config, backbone)
+        self.classifier = LinearClassifier(config, 1)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, unpad: bool = False):
+        return super().forward(input_ids, attention_mask, token_type_ids, unpad).squeeze(-1)  # (rows,)
+
+
 class ForTokenClassification(TaskModel):
     """A label per token from its final hidden vector (NER)."""
 
@@ -205,7 +227,7 @@ class ForQuestionAnswering(TaskModel):
 TASK_MODELS: dict[str, type[TaskModel]] = {
     cls.task: cls
     for cls in (Backbone, ForPretraining, ForMaskedLM, ForCausalLM, ForSeq2SeqLM, ForSequenceClassification,
-                ForTokenClassification, ForQuestionAnswering)
+                ForMultipleChoice, ForTokenClassification, ForQuestionAnswering)
 }
 
 

@@ -179,6 +179,23 @@ class JaggedLayout:
         kernel = kernel or ("nested" if attention_mask.is_cuda else "grid")
         return cls(offsets, int(lengths.max()), token_index, tuple(attention_mask.shape), kernel)
 
+    @classmethod
+    def from_documents(cls, attention_mask: torch.Tensor, document_ids: torch.Tensor,
+                       kernel: AttentionKernel | None = None) -> "JaggedLayout":
+        """Layout whose sequences are the documents packed inside each row (GPT-2-style blocks
+        with attention kept inside each document, as flash-attention's varlen packing does):
+        a new sequence starts at each row and wherever ``document_ids`` (B, T) changes along a
+        row. Padding (``attention_mask`` 0) is dropped. ``to_padded`` still returns (B, T, ...)
+        rows, so targets laid out per row stay aligned; ``batch_size`` counts documents."""
+        token_index = attention_mask.flatten().nonzero().squeeze(1)
+        row = torch.div(token_index, attention_mask.shape[1], rounding_mode="floor")
+        document = document_ids.flatten().index_select(0, token_index)
+        starts = torch.ones_like(token_index, dtype=torch.bool)
+        starts[1:] = (row[1:] != row[:-1]) | (document[1:] != document[:-1])
+        offsets = F.pad(starts.nonzero().squeeze(1), (0, 1), value=token_index.numel())
+        kernel = kernel or ("nested" if attention_mask.is_cuda else "grid")
+        return cls(offsets, int(offsets.diff().max()), token_index, tuple(attention_mask.shape), kernel)
+
     @property
     def batch_size(self) -> int:
         return self.offsets.numel() - 1

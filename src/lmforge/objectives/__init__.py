@@ -8,6 +8,8 @@
 - ``sentence_pairs``: BERT's next-sentence and ALBERT's sentence-order pairs, and their loss.
 - ``packing``: RoBERTa's FULL-SENTENCES blocks for MLM alone.
 - ``dataset``: the examples of a prepared split, per (seed, epoch, index).
+- ``clm``: GPT/GPT-2 causal LM: end-of-text-joined documents in contiguous blocks (optionally
+  with attention kept inside each document), next-token loss and perplexity.
 """
 
 from lmforge.objectives.base import IGNORE_INDEX, Objective, collate

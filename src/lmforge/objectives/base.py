@@ -95,3 +95,7 @@ class Objective:
     def eval_sums(self, model: nn.Module, batch: dict, unpad: bool) -> dict[str, tuple[float, float]]:
         """Held-out metrics as (sum, count) pairs; the loop adds them over batches and ranks."""
         raise NotImplementedError
+
+    def derived_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Held-out metrics computed from the averaged ``eval_*`` ones (perplexity from the loss)."""
+        return {}

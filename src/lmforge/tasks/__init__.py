@@ -9,6 +9,12 @@
   token; entity-level precision, recall and F1 (conlleval rules).
 - ``qa``: SQuAD v1.1 JSON; start and end logits over sliding windows; (CE(start) + CE(end)) / 2
   per window; n-best span search; SQuAD exact match and F1.
+- ``multiple_choice``: JSONL (context, choices, label); one sequence and score per answer,
+  softmax over the answers (GPT section 3.3, BERT's SWAG); accuracy.
+
+On decoder checkpoints classification and multiple choice use GPT's input transformations
+(``gpt_inputs``: start/delimiter/extract tokens, the last token's state, similarity over both
+orders, the auxiliary LM loss).
 
 What they share: ``base`` (the ``Task`` base class, a training-loop ``Objective``; its options;
 the label map; tokenizer handling), ``io`` (compressed text, JSON) and ``metrics`` (F1 from
@@ -20,10 +26,11 @@ from __future__ import annotations
 from lmforge.errors import UserError
 from lmforge.tasks.base import LabelMap, Task, TaskOptions
 from lmforge.tasks.classification import ClassificationTask
+from lmforge.tasks.multiple_choice import MultipleChoiceTask
 from lmforge.tasks.ner import NerTask
 from lmforge.tasks.qa import QaTask
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ClassificationTask, NerTask, QaTask)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ClassificationTask, NerTask, QaTask, MultipleChoiceTask)}
 
 
 def make_task(name: str, options: TaskOptions, labels: LabelMap | None = None) -> Task:
@@ -40,5 +47,6 @@ def task_for_model(model_task: str) -> str:
     raise UserError(f"a {model_task} model is not fine-tuned for a task; known: {', '.join(TASKS)}")
 
 
-__all__ = ["TASKS", "ClassificationTask", "LabelMap", "NerTask", "QaTask", "Task", "TaskOptions", "make_task",
+__all__ = ["TASKS", "ClassificationTask", "LabelMap", "MultipleChoiceTask", "NerTask", "QaTask", "Task", "TaskOptions",
+           "make_task",
            "task_for_model"]

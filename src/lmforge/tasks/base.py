@@ -44,6 +44,8 @@ class TaskOptions:
     max_query_length: int = 64  # qa: question tokens kept (run_squad)
     max_answer_length: int = 30  # qa: longest answer span in tokens (run_squad)
     n_best: int = 20  # qa: start/end candidates per window (run_squad)
+    symmetric_pairs: bool = False  # decoder pair classification: both orders, states added (GPT similarity)
+    lm_loss_weight: float = 0.0  # decoder tasks: GPT's auxiliary LM loss weight (the paper: 0.5); 0: off
 
 
 class LabelMap:
@@ -210,6 +212,7 @@ class Task(Objective):
 
     name = ""
     model_task = ""  # the lmforge task model it trains (encoder.TASK_MODELS key)
+    has_labels = True  # a label map names the head's outputs (not so for span QA or multiple choice)
     metric = ""  # the eval metric early stopping maximises
     default_max_length = 128
     predictions_file = ""
@@ -218,6 +221,21 @@ class Task(Objective):
         self.options = options
         self.labels = labels
         self.pad_id = pad_id
+        self.gpt = None  # GPT's start/delimiter/extract tokens once configured for a decoder
+
+    def configure_for(self, model, tokenizer) -> None:
+        """Adapt the input layout to the checkpoint: on a decoder, GPT's transformations
+        (``lmforge.tasks.gpt_inputs``) with the tokenizer's tokens; options only a decoder
+        supports are refused on an encoder."""
+        from lmforge.tasks.gpt_inputs import GptTokens
+
+        decoder = model.config.architecture == "decoder"
+        if not decoder and (self.options.symmetric_pairs or self.options.lm_loss_weight):
+            raise UserError("symmetric_pairs and lm_loss_weight are GPT's decoder fine-tuning options; "
+                            f"this checkpoint is an {model.config.architecture}")
+        self.gpt = GptTokens.from_tokenizer(tokenizer) if decoder else None
+        if self.gpt is not None and self.pad_id is None:
+            self.pad_id = self.gpt.extract  # GPT-2 has no padding token; the mask hides the fill
 
     @property
     def max_length(self) -> int:

@@ -20,7 +20,10 @@ Matthews correlation (CoLA), in the multi-class form of Gorodkin (2004) that sci
 computes, which is the usual binary formula for two classes.
 
 The task trains cross-entropy per example on the pooled [CLS] vector (transformers'
-``run_glue.py``).
+``run_glue.py``). On a decoder checkpoint (GPT, GPT-2, LLaMA) the inputs follow GPT's
+transformations instead and the classifier reads the last token (``lmforge.tasks.gpt_inputs``):
+``start text extract``, ``start premise delimiter hypothesis extract``, both orders added for
+similarity (``symmetric_pairs``), and optionally GPT's auxiliary LM loss (``lm_loss_weight``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import UserError
+from lmforge.tasks import gpt_inputs
 from lmforge.tasks.base import (LabelMap, Rows, Task, backend_of, check_max_length, encode_in_chunks, one_line,
                                 truncating, without_keys)
 from lmforge.tasks.io import format_suffix, numbered_lines, open_text, read_lines
@@ -237,6 +241,29 @@ def encode_classification(
     ]
 
 
+def encode_gpt_classification(examples: Sequence[ClassificationExample], tokenizer: Any, max_length: int,
+                              label_map: LabelMap, tokens: "gpt_inputs.GptTokens",
+                              symmetric: bool) -> list[dict[str, Any]]:
+    """Features in GPT's layout: ``start A [delimiter B] extract``; with ``symmetric`` pairs also
+    ``swapped_ids``, the pair in the other order (GPT's similarity)."""
+    is_pair = [example.pair is not None for example in examples]
+    if any(is_pair) and not all(is_pair):
+        raise UserError("mixed single sentences and sentence pairs in one dataset")
+    if symmetric and examples and not is_pair[0]:
+        raise UserError("symmetric_pairs needs sentence pairs (a pair column)")
+    firsts = gpt_inputs.plain_ids(tokenizer, [e.text for e in examples])
+    seconds = gpt_inputs.plain_ids(tokenizer, [e.pair for e in examples]) if examples and is_pair[0] else \
+        [None] * len(examples)
+    features = []
+    for example, first, second in zip(examples, firsts, seconds):
+        feature = {"input_ids": gpt_inputs.transform(first, second, tokens, max_length),
+                   "label": label_map.id_of(example.label)}
+        if symmetric:
+            feature["swapped_ids"] = gpt_inputs.transform(second, first, tokens, max_length)
+        features.append(feature)
+    return features
+
+
 # ---------------------------------------------------------------------------------------
 # Metrics
 
@@ -301,7 +328,10 @@ class ClassificationTask(Task):
         return {example.label}
 
     def encode(self, examples: Sequence[ClassificationExample], tokenizer) -> list[dict]:
-        return encode_classification(examples, tokenizer, self.max_length, self.labels)
+        if self.gpt is None:
+            return encode_classification(examples, tokenizer, self.max_length, self.labels)
+        return encode_gpt_classification(examples, tokenizer, self.max_length, self.labels, self.gpt,
+                                         self.options.symmetric_pairs)
 
     def read_inputs(self, path: str | Path, pair: bool) -> list[ClassificationExample]:
         """Prediction input: one text per line, or ``text<TAB>pair`` lines. The label is a
@@ -322,12 +352,34 @@ class ClassificationTask(Task):
     def encode_inputs(self, examples: Sequence[ClassificationExample], tokenizer) -> list[dict]:
         return [without_keys(f, "label") for f in self.encode(examples, tokenizer)]
 
+    # -- GPT's transformations on decoder checkpoints (lmforge.tasks.gpt_inputs) ---------------
+    def collate(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if "swapped_ids" in features[0]:
+            return gpt_inputs.collate_orders(super().collate, features)
+        return super().collate(features)
+
+    def counts(self, batch: dict) -> dict[str, int]:
+        counts = {self.name: int(batch["label"].numel())}
+        if self.gpt is not None and self.options.lm_loss_weight:
+            counts["lm"] = gpt_inputs.lm_target_count(batch)
+        return counts
+
+    def _logits(self, model, batch: dict, unpad: bool, lm_loss: bool = False):
+        if self.gpt is None:
+            return self._forward(model, batch, unpad), None
+        pooled, lm = gpt_inputs.final_states(model, batch, unpad, lm_loss)
+        return model.classifier(pooled), lm
+
     def loss_sums(self, model, batch: dict, unpad: bool) -> dict[str, torch.Tensor]:
-        logits = self._forward(model, batch, unpad)  # (B, labels)
-        return {self.name: F.cross_entropy(logits.float(), batch["label"], reduction="sum")}
+        weight = self.options.lm_loss_weight if self.gpt is not None else 0.0
+        logits, lm = self._logits(model, batch, unpad, lm_loss=bool(weight))  # (B, labels)
+        sums = {self.name: F.cross_entropy(logits.float(), batch["label"], reduction="sum")}
+        if lm is not None:
+            sums["lm"] = weight * lm  # GPT's L3 = L2 + lambda L1, each a mean over its own items
+        return sums
 
     def infer_batch(self, model, batch: dict, unpad: bool) -> tuple[Rows, float, int]:
-        logits = self._forward(model, batch, unpad).float()  # (B, labels)
+        logits = self._logits(model, batch, unpad)[0].float()  # (B, labels)
         rows = list(logits.softmax(-1).cpu().numpy())
         if "label" not in batch:
             return rows, 0.0, 0

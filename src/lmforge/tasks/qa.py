@@ -382,6 +382,7 @@ class QaTask(Task):
     """SQuAD v1.1 span extraction over sliding windows (run_squad)."""
 
     name = "qa"
+    has_labels = False
     model_task = "question_answering"
     metric = "f1"
     default_max_length = 384

@@ -227,7 +227,9 @@ class Trainer:
                     pair[1] += float(c)
         keys = sorted(totals)
         flat = self.ctx.all_reduce_sum(torch.tensor([totals[k] for k in keys], dtype=torch.float64).reshape(-1, 2))
-        return {f"eval_{k}": float(s / max(c, 1)) for k, (s, c) in zip(keys, flat.tolist())}
+        metrics = {f"eval_{k}": float(s / max(c, 1)) for k, (s, c) in zip(keys, flat.tolist())}
+        derived = getattr(self.objective, "derived_metrics", None)  # duck-typed objectives may lack it
+        return {**metrics, **(derived(metrics) if derived else {})}
 
     # -- the run ----------------------------------------------------------------------------
     def fit(self, resume: bool = False, on_checkpoint: Callable[[Path], None] | None = None) -> dict[str, Any]:

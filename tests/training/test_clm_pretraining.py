@@ -1,0 +1,141 @@
+"""Causal-LM pretraining end to end (`objective.kind: clm`): the tiny recipe's held-out loss
+falls, with and without document attention; exact resume after SIGKILL; recipe checks.
+
+The tiny recipes name the decoder presets of the GPT-2/LLaMA families; here a decoder is made
+from ``bert-test`` by configuration, so the pipeline is tested on its own."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lmforge.errors import UserError
+from lmforge.pretraining import load_recipe, run_pretraining, validate_recipe
+from lmforge.training.loop import read_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = REPO / "recipes" / "pretrain"
+GPT2_TINY = RECIPES / "gpt2-tiny.yaml"
+CORPUS = REPO / "data" / "brown" / "brown-sample.jsonl"
+# A GPT-2-shaped decoder from the bert-test preset (tests/parity/test_gpt2_core.py's field set).
+DECODER = ["model.preset=bert-test",
+           ("model.config={architecture: decoder, norm_placement: pre, final_norm: true, type_vocab_size: 0, "
+            "pooler: false, embedding_norm: false, activation: gelu_tanh, norm_eps: 1.0e-5, pooling: last}")]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """GPT-2 byte-level BPE + shards of the bundled Brown sample, built once for this module."""
+    from lmforge.data.prepare import prepare_corpus
+    from lmforge.tokenization import Tokenizer
+
+    root = tmp_path_factory.mktemp("prepared")
+    Tokenizer.train([CORPUS], kind="gpt2_byte_bpe", vocab_size=1200, lowercase=False,
+                    show_progress=False).save(root / "tok")
+    with pytest.raises(UserError, match="no mask/pad token; BERT pretraining"):
+        prepare_corpus([CORPUS], root / "tok", root / "bert-data", heldout_docs=3, show_progress=False)
+    prepare_corpus([CORPUS], root / "tok", root / "data", heldout_docs=3, show_progress=False,
+                   required_roles=("eos",))
+    return root / "data"
+
+
+def recipe(prepared, *overrides):
+    return load_recipe(GPT2_TINY, [*DECODER, f"data.prepared={prepared}", "train.log_every=1", "export_hf=false",
+                                   *overrides])
+
+
+def env():
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize("document_attention", [False, True])
+def test_loss_falls(prepared, tmp_path, document_attention):
+    r = recipe(prepared, f"objective.document_attention={str(document_attention).lower()}",
+               "train.max_steps=24", "train.eval_every=12")
+    result = run_pretraining(r, tmp_path / "run")
+    assert result["steps"] == 24
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    losses = [m["lm_loss"] for m in records if "lm_loss" in m]
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.5, losses
+    evals = [m for m in records if "eval_lm_loss" in m]
+    assert [m["step"] for m in evals] == [0, 12, 24]
+    assert evals[-1]["eval_lm_loss"] < evals[0]["eval_lm_loss"] - 0.5
+    for m in evals:
+        assert m["eval_perplexity"] == pytest.approx(2.718281828 ** m["eval_lm_loss"], rel=1e-6)
+    import lmforge
+
+    model, tokenizer = lmforge.load(tmp_path / "run" / "model")
+    assert model.task == "causal_lm" and model.config.architecture == "decoder"
+    assert tokenizer.vocab_size == model.config.vocab_size and tokenizer.eos_id is not None
+
+
+def test_trains_its_own_byte_level_tokenizer(tmp_path):
+    r = load_recipe(GPT2_TINY, [*DECODER, f"data.corpus=[{CORPUS}]", "data.vocab_size=600", "train.max_steps=2",
+                                "train.batch_size=4", "export_hf=false"])
+    run_pretraining(r, tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "data" / "manifest.json").read_text())
+    assert manifest["tokenizer"]["kind"] == "gpt2_byte_bpe" and manifest["tokenizer"]["eos_id"] == 0
+    source = json.loads((tmp_path / "run" / "data_source.json").read_text())
+    assert source["tokenizer"]["train"] == "gpt2_byte_bpe"
+
+
+def _cli(out, *sets):
+    return [sys.executable, "-m", "lmforge", "pretrain", str(GPT2_TINY), "--out", str(out),
+            *[a for s in sets for a in ("--set", s)]]
+
+
+def test_sigkill_and_resume_equals_uninterrupted(prepared, tmp_path):
+    sets = [*DECODER, f"data.prepared={prepared}", "train.max_steps=16", "train.save_every=4", "train.log_every=1",
+            "train.eval_every=8", "export_hf=false", "objective.document_attention=true"]
+    subprocess.run(_cli(tmp_path / "full", *sets), check=True, env=env(), capture_output=True)
+    proc = subprocess.Popen(_cli(tmp_path / "cut", *sets), env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    latest = tmp_path / "cut" / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if latest.exists() and latest.read_text().strip() >= "step-00000008":
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = tmp_path / "cut" / "checkpoints" / latest.read_text().strip() / "trainer_state.json"
+    killed_at = json.loads(state.read_text())["step"]
+    assert 0 < killed_at < 16
+    subprocess.run(_cli(tmp_path / "cut", *sets) + ["--resume"], check=True, env=env(), capture_output=True)
+    full = read_metrics(tmp_path / "full" / "metrics.jsonl")
+    resumed = read_metrics(tmp_path / "cut" / "metrics.jsonl")
+    assert [m["step"] for m in full] == [m["step"] for m in resumed]
+    compared = 0
+    for a, b in zip(full, resumed):
+        for key in ("loss", "lm_loss", "eval_lm_loss", "eval_lm_accuracy", "eval_perplexity"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-5), (a["step"], key)
+                compared += 1
+    assert compared > 30
+
+
+def test_recipe_checks(prepared):
+    with pytest.raises(UserError, match="document_attention needs train.unpad"):
+        validate_recipe(recipe(prepared, "objective.document_attention=true", "train.unpad=false"))
+    with pytest.raises(UserError, match="data.tokenizer_kind must be one of"):
+        validate_recipe(load_recipe(GPT2_TINY, [*DECODER, "data.tokenizer_kind=sentencepiece"]))
+    with pytest.raises(UserError, match="objective.kind must be one of"):
+        load_recipe(GPT2_TINY, ["objective.kind=gpt"])
+
+
+def test_recipes_name_the_decoder_presets_and_the_gpt_shape():
+    gpt = load_recipe(RECIPES / "gpt-books.yaml")
+    assert gpt.model.preset == "openai-gpt" and gpt.objective.kind == "clm"
+    assert (gpt.objective.max_seq_length, gpt.train.batch_size, gpt.train.lr) == (512, 64, 2.5e-4)
+    assert (gpt.train.warmup_steps, gpt.train.schedule) == (2000, "cosine")
+    assert (gpt.data.tokenizer_kind, gpt.data.vocab_size) == ("bpe", 40478)
+    for name, preset in (("gpt2-tiny", "gpt2-tiny"), ("llama-tiny", "llama-tiny")):
+        r = load_recipe(RECIPES / f"{name}.yaml")
+        assert r.model.preset == preset and r.objective.kind == "clm"
+        assert r.data.tokenizer_kind == "gpt2_byte_bpe" and r.data.corpus == ["data/brown/brown-sample.jsonl"]
