@@ -64,33 +64,43 @@ def run_presets(args: argparse.Namespace) -> int:
     for row in [header, *rows]:
         print("  ".join(str(cell).rjust(w) if isinstance(cell, int) or i == 5 else str(cell).ljust(w)
                         for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
-    print("parameters: with the pretraining heads (MLM + NSP)")
+    print("parameters: with the pretraining heads (encoders: MLM + NSP; decoders: the LM head), tied weights once")
     return 0
 
 
+def preset_task(config) -> str:
+    """The task whose model `lmforge presets` counts: the family's pretraining model."""
+    return {"encoder": "pretraining", "decoder": "causal_lm", "encoder_decoder": "seq2seq_lm"}[config.architecture]
+
+
 def parameter_count(config) -> int:
-    """Parameters of the pretraining model (MLM + NSP heads), counted from the config alone for
-    BERT-style encoders (so listing presets needs no torch); other layouts are built on the meta
-    device. tests/test_cli_speed.py checks the count against the built model for every preset."""
-    bert_style = (config.architecture == "encoder" and config.positions == "learned" and config.bias
-                  and config.feed_forward == "plain" and config.norm_type == "layernorm"
-                  and config.norm_placement == "post" and config.num_kv_heads == config.num_heads
-                  and config.head_dim * config.num_heads == config.hidden_size)
-    if not bert_style:
+    """Parameters of the ``preset_task`` model (tied weights once), counted from the config alone
+    for single-stack models (so listing presets needs no torch); encoder-decoders are built on
+    the meta device. tests/faults/test_recovery.py checks the count against the built model."""
+    if config.architecture == "encoder_decoder":
         import torch
 
         from lmforge.models.build import build_model
 
         with torch.device("meta"):
-            return sum(p.numel() for p in build_model(config, "pretraining").parameters())
-    h, v, i = config.hidden_size, config.vocab_size, config.intermediate_size
-    norm = 2 * h
-    embeddings = (v + config.max_positions + config.position_offset + config.type_vocab_size) * h + (norm if config.embedding_norm else 0)
-    layer = 4 * (h * h + h) + norm + (h * i + i) + (i * h + h) + norm
+            return sum(p.numel() for p in build_model(config, preset_task(config)).parameters())
+    h, v, i, bias = config.hidden_size, config.vocab_size, config.intermediate_size, config.bias
+    norm = 2 * h if config.norm_type == "layernorm" else h
+    positions = config.max_positions + config.position_offset if config.positions == "learned" else 0
+    embeddings = (v + positions + config.type_vocab_size) * h + (norm if config.embedding_norm else 0)
+    qkv_rows = (config.num_heads + 2 * config.num_kv_heads) * config.head_dim
+    attention = (h * qkv_rows + config.num_heads * config.head_dim * h) + ((qkv_rows + h) if bias else 0)
+    ffn_inputs = 2 if config.feed_forward == "gated" else 1
+    feed_forward = (ffn_inputs + 1) * h * i + ((ffn_inputs * i + h) if bias else 0)
+    layer = attention + feed_forward + 2 * norm
+    total = embeddings + config.num_layers * layer + (norm if config.final_norm else 0)
+    untied_output = 0 if config.tie_word_embeddings else v * h
+    if config.architecture == "decoder":
+        return total + untied_output
     pooler = h * h + h if config.pooler else 0
-    mlm = (h * h + h) + norm + v + (0 if config.tie_word_embeddings else v * h)
+    mlm = (h * h + h) + norm + v + untied_output
     nsp = 2 * h + 2
-    return embeddings + config.num_layers * layer + (norm if config.final_norm else 0) + pooler + mlm + nsp
+    return total + pooler + mlm + nsp
 
 
 def run_convert(args: argparse.Namespace) -> int:

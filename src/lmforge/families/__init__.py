@@ -38,9 +38,9 @@ class Family:
 
 
 def registered_families() -> dict[str, Family]:
-    from lmforge.families import bert
+    from lmforge.families import bert, gpt, gpt2, llama
 
-    return {family.name: family for family in (bert.FAMILY,)}
+    return {family.name: family for family in (bert.FAMILY, gpt.FAMILY, gpt2.FAMILY, llama.FAMILY)}
 
 
 def get_family(name: str) -> Family:

@@ -145,7 +145,7 @@ class ForSequenceClassification(TaskModel):
 
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
         super().__init__(config, backbone)
-        self.classifier = LinearClassifier(config, max(config.num_labels, 1))
+        self.classifier = LinearClassifier(config, max(config.num_labels, 1), bias=config.sequence_classifier_bias)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, unpad: bool = False):
         out = self.backbone(input_ids, attention_mask, token_type_ids, unpad=unpad)

@@ -22,7 +22,7 @@ class Embeddings(nn.Module):
         # The padding row gets no gradient, as in the reference (padding_idx). An
         # encoder-decoder passes the one table both of its stacks share.
         self.word = word if word is not None else nn.Embedding(
-            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id if config.embedding_pad_row else None)
         self.scale = math.sqrt(config.hidden_size) if config.embedding_scale else None
         self.position = LearnedPositions(config) if config.positions == "learned" else None
         self.token_type = (
