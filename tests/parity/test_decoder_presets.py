@@ -1,0 +1,62 @@
+"""Decoder presets against transformers: parameter counts of every preset (built on the meta
+device on both sides, so the 7B model costs nothing) and the configs' round trip through
+config.json; Llama 3's rotary scaling against LlamaRotaryEmbedding."""
+
+import pytest
+import torch
+import transformers
+
+import lmforge
+from lmforge.cli.models import parameter_count
+from lmforge.families import get_family
+from lmforge.families.llama import PRESETS as LLAMA_PRESETS
+from lmforge.models.positions import RotaryEmbedding
+
+# From ../shared/FAMILIES.md section 3 (transformers 5.23) and the published model cards.
+PUBLISHED = {"gpt2": 124_439_808, "openai-gpt": 116_534_784}
+
+DECODER_PRESETS = [(family, name) for family in ("openai-gpt", "gpt2", "llama")
+                   for name in get_family(family).presets]
+_CAUSAL_LM = {"openai-gpt": "OpenAIGPTLMHeadModel", "gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
+_CONFIG = {"openai-gpt": "OpenAIGPTConfig", "gpt2": "GPT2Config", "llama": "LlamaConfig"}
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("family,preset", DECODER_PRESETS)
+def test_preset_parameter_count_equals_transformers(family, preset):
+    config = get_family(family).presets[preset]
+    hf = get_family(family).config_to_hf(config, "causal_lm")
+    with torch.device("meta"):
+        reference = getattr(transformers, _CAUSAL_LM[family])(getattr(transformers, _CONFIG[family])(**hf))
+        ours = lmforge.build(preset, task="causal_lm")
+    assert count(ours) == count(reference) == parameter_count(config)
+    if preset in PUBLISHED:
+        assert count(ours) == PUBLISHED[preset]
+    # config.json written for the preset reads back to the same config.
+    assert get_family(family).config_from_hf(hf) == config
+
+
+@pytest.mark.parametrize("preset", ["meta-llama/Llama-3.2-1B", "llama-tiny"])
+def test_rotary_tables_equal_llama_rotary_embedding(preset):
+    config = LLAMA_PRESETS[preset]
+    hf = transformers.LlamaConfig(**get_family("llama").config_to_hf(config, "causal_lm"))
+    reference = transformers.models.llama.modeling_llama.LlamaRotaryEmbedding(hf)
+    ours = RotaryEmbedding(config)
+    assert torch.equal(ours.inv_freq, reference.inv_freq)
+    positions = torch.tensor([[0, 1, 7, 100, 5000, 131071]])
+    cos, sin = reference(torch.zeros(1, dtype=torch.float32), positions)
+    our_cos, our_sin = ours(positions, torch.float32)
+    assert torch.equal(our_cos[:, :, 0], cos) and torch.equal(our_sin[:, :, 0], sin)
+
+
+def test_llama3_scaling_keeps_high_and_stretches_low_frequencies():
+    scaled = RotaryEmbedding(LLAMA_PRESETS["meta-llama/Llama-3.2-1B"]).inv_freq
+    plain = RotaryEmbedding(LLAMA_PRESETS["meta-llama/Llama-3.2-1B"].replace(rope_scaling="none")).inv_freq
+    wavelength = 2 * torch.pi / plain
+    assert torch.equal(scaled[wavelength < 8192 / 4], plain[wavelength < 8192 / 4])
+    assert torch.equal(scaled[wavelength > 8192], plain[wavelength > 8192] / 32)
+    medium = (wavelength >= 8192 / 4) & (wavelength <= 8192)
+    assert medium.any() and ((scaled[medium] < plain[medium]) & (scaled[medium] > plain[medium] / 32)).all()
