@@ -112,10 +112,13 @@ def test_import_matches_and_export_round_trips(case, head, tmp_path):
         assert torch.equal(tensor, theirs[name]), name
     assert back.config.to_diff_dict().get("rope_parameters") == reference.config.to_diff_dict().get("rope_parameters")
 
-    # ... and lmforge reads its own export to the same weights.
-    again = lmforge.load_model(tmp_path / "ours")
-    for name, tensor in again.state_dict().items():
-        assert torch.equal(tensor, ours.state_dict()[name]), name
+    # ... and lmforge reads its own exports (HF and native layout) to the same config and weights.
+    lmforge.save(ours, tmp_path / "native")
+    for directory in ("ours", "native"):
+        again = lmforge.load_model(tmp_path / directory)
+        assert (again.config, again.task) == (ours.config, ours.task)
+        for name, tensor in again.state_dict().items():
+            assert torch.equal(tensor, ours.state_dict()[name]), (directory, name)
 
 
 @pytest.mark.parametrize("case", ["gpt2", "llama"])
