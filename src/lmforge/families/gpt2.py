@@ -33,7 +33,8 @@ def gpt2_config(num_layers: int, hidden_size: int, num_heads: int, vocab_size: i
 
 PRESETS = {
     # A small model for tests and the tiny causal-LM recipe (not a published checkpoint).
-    "gpt2-tiny": gpt2_config(2, 128, 4, vocab_size=1024, max_positions=256),
+    # Its end-of-text id is the tokenizer's (lmforge's gpt2_byte_bpe puts <|endoftext|> at 0, not 50256).
+    "gpt2-tiny": gpt2_config(2, 128, 4, vocab_size=1024, max_positions=256, eos_token_id=None),
     "distilgpt2": gpt2_config(6, 768, 12),
     "gpt2": gpt2_config(12, 768, 12),
     "gpt2-medium": gpt2_config(24, 1024, 16),
