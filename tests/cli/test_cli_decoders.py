@@ -18,12 +18,12 @@ TEXT = "the cat sat on the mat . the dog sat on the log . a bird sang in the tre
 def test_presets_lists_decoders_with_exact_counts(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^gpt2\s+gpt2\s+12\s+768\s+12\s+124,439,808", out, re.M)
-    assert re.search(r"^openai-gpt\s+openai-gpt\s+12\s+768\s+12\s+116,534,784", out, re.M)
-    assert re.search(r"^meta-llama/Llama-2-7b-hf\s+llama\s+32\s+4096\s+32\s+6,738,415,616", out, re.M)
+    assert re.search(r"^gpt2\s+gpt2\s+12\s+768\s+12\s+124,439,808", out, re.MULTILINE)
+    assert re.search(r"^openai-gpt\s+openai-gpt\s+12\s+768\s+12\s+116,534,784", out, re.MULTILINE)
+    assert re.search(r"^meta-llama/Llama-2-7b-hf\s+llama\s+32\s+4096\s+32\s+6,738,415,616", out, re.MULTILINE)
     for preset in ("gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2", "gpt2-tiny", "llama-tiny",
                    "TinyLlama/TinyLlama_v1.1", "meta-llama/Llama-3.2-1B"):
-        assert re.search(rf"^{re.escape(preset)}\s", out, re.M), preset
+        assert re.search(rf"^{re.escape(preset)}\s", out, re.MULTILINE), preset
 
 
 def _gpt2_dir(root):

@@ -9,7 +9,14 @@ import json
 import pytest
 import torch
 import transformers
-from parity_helpers import TOL, assert_close, check_layouts, padded, randomize, sequences
+from parity_helpers import (
+    TOL,
+    assert_close,
+    check_layouts,
+    padded,
+    randomize,
+    sequences,
+)
 
 import lmforge
 
@@ -121,26 +128,33 @@ def test_import_matches_and_export_round_trips(case, head, tmp_path):
             assert torch.equal(tensor, ours.state_dict()[name]), (directory, name)
 
 
-@pytest.mark.parametrize("case", ["gpt2", "llama"])
-def test_published_file_quirks_load(case, tmp_path):
-    """Published files: a bare backbone's names without the prefix, a tied lm_head stored anyway
-    (checked equal to the embedding), and old buffers (GPT-2 attn.bias)."""
+def test_published_file_quirks_load(tmp_path):
+    """Published files: openai-community/gpt2 stores GPT2LMHeadModel weights without the
+    "transformer." prefix, without the tied lm_head and with the old attn.bias buffers; a tied
+    LLaMA (3.2) file may store lm_head anyway, which must equal the embedding."""
     from safetensors.torch import save_file
 
-    family, architecture, reference = _reference(case, 3)
-    if case == "llama":
-        reference = transformers.LlamaForCausalLM(_llama(tie_word_embeddings=True)).eval()
-    reference.save_pretrained(tmp_path)
-    state = {name: tensor.clone().contiguous() for name, tensor in reference.state_dict().items()}
-    if case == "gpt2":
-        state["transformer.h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 32, 32))
-    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    ours = lmforge.load_model(tmp_path)
-    assert ours.backbone.embeddings.word.weight is ours.lm_head.decoder.weight
+    _, _, gpt2 = _reference("gpt2", 3)
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    state = {name.removeprefix("transformer."): tensor.contiguous() for name, tensor in gpt2.state_dict().items()
+             if name != "lm_head.weight"}
+    state.update({f"h.{i}.attn.bias": torch.tril(torch.ones(1, 1, 32, 32)) for i in range(2)})
+    save_file(state, tmp_path / "gpt2" / "model.safetensors", metadata={"format": "pt"})
+    ours = lmforge.load_model(tmp_path / "gpt2")
+    assert ours.task == "causal_lm" and ours.backbone.embeddings.word.weight is ours.lm_head.decoder.weight
+    assert torch.equal(ours.lm_head.decoder.weight, gpt2.lm_head.weight)
+
+    torch.manual_seed(0)
+    llama = transformers.LlamaForCausalLM(_llama(tie_word_embeddings=True)).eval()
+    llama.save_pretrained(tmp_path / "llama")
+    state = {name: tensor.clone().contiguous() for name, tensor in llama.state_dict().items()}
+    assert "lm_head.weight" in state
+    save_file(state, tmp_path / "llama" / "model.safetensors", metadata={"format": "pt"})
+    assert lmforge.load_model(tmp_path / "llama").config.tie_word_embeddings
     state["lm_head.weight"] = state["lm_head.weight"] + 1
-    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    save_file(state, tmp_path / "llama" / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(lmforge.errors.UserError, match="differs from the weight it is tied to"):
-        lmforge.load_model(tmp_path)
+        lmforge.load_model(tmp_path / "llama")
 
 
 def test_new_classifier_on_a_causal_lm_checkpoint(tmp_path):

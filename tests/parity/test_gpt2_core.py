@@ -7,8 +7,16 @@ recomputation, batched with left padding."""
 import pytest
 import torch
 import transformers
-from parity_helpers import (TOL, assert_close, cached_decoding_matches_recomputation, check_layouts, padded, port,
-                            randomize, sequences)
+from parity_helpers import (
+    TOL,
+    assert_close,
+    cached_decoding_matches_recomputation,
+    check_layouts,
+    padded,
+    port,
+    randomize,
+    sequences,
+)
 
 from lmforge.config import ModelConfig
 from lmforge.families import gpt2

@@ -7,8 +7,13 @@ map's RotaryInterleave transform. Cached decoding equals recomputation."""
 import pytest
 import torch
 import transformers
-from parity_helpers import (cached_decoding_matches_recomputation, check_layouts, port, randomize,
-                            sequences)
+from parity_helpers import (
+    cached_decoding_matches_recomputation,
+    check_layouts,
+    port,
+    randomize,
+    sequences,
+)
 
 from lmforge.config import ModelConfig
 from lmforge.families import llama

@@ -14,7 +14,13 @@ from __future__ import annotations
 from lmforge.config import ModelConfig
 from lmforge.families import Family
 from lmforge.families.gpt2 import DECODER_DEFAULTS
-from lmforge.families.hf_config import ACTIVATION_NAMES, activation_from_hf, labels_from_hf, labels_to_hf
+from lmforge.families.hf_config import (
+    ACTIVATION_NAMES,
+    activation_from_hf,
+    architecture_for,
+    labels_from_hf,
+    labels_to_hf,
+)
 from lmforge.families.weights import TRANSPOSE, Rule, WeightMap, prefixed
 
 # transformers' ACT_FNS for openai-gpt maps "gelu" to the tanh form; export writes that name.
@@ -53,7 +59,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
 
 def config_to_hf(config: ModelConfig, task: str) -> dict:
     return {
-        "architectures": [ARCHITECTURES[task]],
+        "architectures": [architecture_for(ARCHITECTURES, task, "openai-gpt")],
         "model_type": "openai-gpt",
         "vocab_size": config.vocab_size,
         "n_positions": config.max_positions,

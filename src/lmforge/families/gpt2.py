@@ -13,13 +13,20 @@ from __future__ import annotations
 
 from lmforge.config import ModelConfig
 from lmforge.families import Family
-from lmforge.families.hf_config import ACTIVATION_NAMES, activation_from_hf, labels_from_hf, labels_to_hf, require
+from lmforge.families.hf_config import (
+    ACTIVATION_NAMES,
+    activation_from_hf,
+    architecture_for,
+    labels_from_hf,
+    labels_to_hf,
+    require,
+)
 from lmforge.families.weights import TRANSPOSE, Rule, WeightMap, prefixed
 
 # What GPT-2's decoder shares with GPT (openai-gpt) beyond the weight names.
-DECODER_DEFAULTS = dict(architecture="decoder", type_vocab_size=0, embedding_norm=False, pooler=False,
-                        pooling="last", sequence_classifier_bias=False, classifier_dropout=0.0,
-                        embedding_pad_row=False, pad_token_id=None)
+DECODER_DEFAULTS = {"architecture": "decoder", "type_vocab_size": 0, "embedding_norm": False, "pooler": False,
+                    "pooling": "last", "sequence_classifier_bias": False, "classifier_dropout": 0.0,
+                    "embedding_pad_row": False, "pad_token_id": None}
 
 
 def gpt2_config(num_layers: int, hidden_size: int, num_heads: int, vocab_size: int = 50257, **kw) -> ModelConfig:
@@ -65,7 +72,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
 
 def config_to_hf(config: ModelConfig, task: str) -> dict:
     return {
-        "architectures": [ARCHITECTURES[task]],
+        "architectures": [architecture_for(ARCHITECTURES, task, "GPT-2")],
         "model_type": "gpt2",
         "vocab_size": config.vocab_size,
         "n_positions": config.max_positions,

@@ -34,3 +34,11 @@ def require(hf: dict, field: str, allowed, family: str) -> None:
     """A config.json switch lmforge does not implement is an error, not a silent difference."""
     if field in hf and hf[field] is not None and hf[field] != allowed:
         raise UserError(f"{family} config.json {field}={hf[field]!r} is not supported (only {allowed!r})")
+
+
+def architecture_for(architectures: dict[str, str], task: str, family: str) -> str:
+    """The transformers class of a task model; a task transformers has no class for is an error."""
+    if task not in architectures:
+        raise UserError(f"a {family} {task} model has no Hugging Face architecture; "
+                        f"save it in lmforge's format instead (supported: {', '.join(sorted(architectures))})")
+    return architectures[task]

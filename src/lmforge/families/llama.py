@@ -18,8 +18,22 @@ from __future__ import annotations
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 from lmforge.families import Family
-from lmforge.families.hf_config import ACTIVATION_NAMES, activation_from_hf, labels_from_hf, labels_to_hf, require
-from lmforge.families.weights import IDENTITY, Rule, RotaryInterleave, WeightMap, prefixed, qkv_sizes
+from lmforge.families.hf_config import (
+    ACTIVATION_NAMES,
+    activation_from_hf,
+    architecture_for,
+    labels_from_hf,
+    labels_to_hf,
+    require,
+)
+from lmforge.families.weights import (
+    IDENTITY,
+    RotaryInterleave,
+    Rule,
+    WeightMap,
+    prefixed,
+    qkv_sizes,
+)
 
 
 def llama_config(num_layers: int, hidden_size: int, num_heads: int, intermediate_size: int,
@@ -102,7 +116,7 @@ def _rope_to_hf(config: ModelConfig) -> dict:
 
 def config_to_hf(config: ModelConfig, task: str) -> dict:
     return {
-        "architectures": [ARCHITECTURES[task]],
+        "architectures": [architecture_for(ARCHITECTURES, task, "LLaMA")],
         "model_type": "llama",
         "vocab_size": config.vocab_size,
         "hidden_size": config.hidden_size,

@@ -448,7 +448,9 @@ KINDS: Mapping[str, TokenizerKind] = {
             name="llama_bpe",
             model_type="BPE",
             byte_level=False,
-            specials=SpecialTokens(leading=("<unk>", "<s>", "</s>"), roles={"unk": "<unk>", "bos": "<s>", "eos": "</s>"}),
+            specials=SpecialTokens(
+                leading=("<unk>", "<s>", "</s>"), roles={"unk": "<unk>", "bos": "<s>", "eos": "</s>"}
+            ),
             new_model=lambda: models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True),
             normalizer=_lowercase_only,
             pre_tokenizer=_llama_metaspace,
