@@ -60,3 +60,17 @@ def test_llama3_scaling_keeps_high_and_stretches_low_frequencies():
     assert torch.equal(scaled[wavelength > 8192], plain[wavelength > 8192] / 32)
     medium = (wavelength >= 8192 / 4) & (wavelength <= 8192)
     assert medium.any() and ((scaled[medium] < plain[medium]) & (scaled[medium] > plain[medium] / 32)).all()
+
+
+def test_llama_reference_count_of_families_md():
+    """FAMILIES.md section 3's LLaMA-style reference (12, 768, 12 heads, I 2048, V 32000), whose
+    counts follow the closed form 4H^2 + 3HI + 2H per layer."""
+    from lmforge.families.llama import llama_config
+
+    config = llama_config(12, 768, 12, 2048)
+    with torch.device("meta"):
+        backbone = lmforge.build(config, task="backbone")
+        causal_lm = lmforge.build(config, task="causal_lm")
+    assert (count(backbone), count(causal_lm)) == (109_529_856, 134_105_856)
+    h, i, v = 768, 2048, 32000
+    assert count(backbone) == v * h + 12 * (4 * h * h + 3 * h * i + 2 * h) + h
