@@ -51,3 +51,14 @@ def test_unsupported_switches_are_one_line_errors(family, change, message):
     published = {"llama": LLAMA_32_1B, "gpt2": GPT2}[family]
     with pytest.raises(UserError, match=message):
         get_family(family).config_from_hf({**published, **change})
+
+
+def test_openai_gpt_has_no_erf_gelu():
+    """transformers' openai-gpt maps afn "gelu" to the tanh form, so an erf-gelu model cannot be
+    written as openai-gpt config.json (it would come back with another activation)."""
+    gpt = get_family("openai-gpt")
+    with pytest.raises(UserError, match="no gelu activation"):
+        gpt.config_to_hf(gpt.presets["openai-gpt"].replace(activation="gelu"), "causal_lm")
+    with pytest.raises(UserError, match="afn 'gelu_new'"):
+        gpt.config_from_hf({**OPENAI_GPT, "afn": "gelu_new"})
+    assert gpt.config_from_hf({**OPENAI_GPT, "afn": "swish"}).activation == "silu"

@@ -12,19 +12,15 @@ as GPT-2. Sequence classification reads the last real token through a bias-free 
 from __future__ import annotations
 
 from lmforge.config import ModelConfig
+from lmforge.errors import UserError
 from lmforge.families import Family
 from lmforge.families.gpt2 import DECODER_DEFAULTS
-from lmforge.families.hf_config import (
-    ACTIVATION_NAMES,
-    activation_from_hf,
-    architecture_for,
-    labels_from_hf,
-    labels_to_hf,
-)
+from lmforge.families.hf_config import architecture_for, labels_from_hf, labels_to_hf
 from lmforge.families.weights import TRANSPOSE, Rule, WeightMap, prefixed
 
-# transformers' ACT_FNS for openai-gpt maps "gelu" to the tanh form; export writes that name.
-_ACTIVATION_NAMES = {**ACTIVATION_NAMES, "gelu_tanh": "gelu"}
+# transformers' ACT_FNS for openai-gpt (its "gelu" is the tanh form; it has no erf gelu).
+_AFN = {"gelu": "gelu_tanh", "relu": "relu", "silu": "silu", "swish": "silu"}
+_AFN_NAMES = {"gelu_tanh": "gelu", "relu": "relu", "silu": "silu"}
 
 
 def gpt_config(num_layers: int = 12, hidden_size: int = 768, num_heads: int = 12, vocab_size: int = 40478,
@@ -43,10 +39,12 @@ PRESETS = {
 
 def config_from_hf(hf: dict) -> ModelConfig:
     afn = hf.get("afn", "gelu")
+    if afn not in _AFN:
+        raise UserError(f"openai-gpt config.json afn {afn!r} is not supported (one of {', '.join(_AFN)})")
     return gpt_config(
         hf.get("n_layer", 12), hf.get("n_embd", 768), hf.get("n_head", 12), vocab_size=hf.get("vocab_size", 40478),
         max_positions=hf.get("n_positions", 512),
-        activation="gelu_tanh" if afn == "gelu" else activation_from_hf(afn, "afn"),
+        activation=_AFN[afn],
         norm_eps=hf.get("layer_norm_epsilon", 1e-5),
         hidden_dropout=hf.get("resid_pdrop", 0.1),
         attention_dropout=hf.get("attn_pdrop", 0.1),
@@ -58,6 +56,9 @@ def config_from_hf(hf: dict) -> ModelConfig:
 
 
 def config_to_hf(config: ModelConfig, task: str) -> dict:
+    if config.activation not in _AFN_NAMES:
+        raise UserError(f"openai-gpt has no {config.activation} activation in transformers; "
+                        f"use one of {', '.join(_AFN_NAMES)} or save in lmforge's format")
     return {
         "architectures": [architecture_for(ARCHITECTURES, task, "openai-gpt")],
         "model_type": "openai-gpt",
@@ -66,7 +67,7 @@ def config_to_hf(config: ModelConfig, task: str) -> dict:
         "n_embd": config.hidden_size,
         "n_layer": config.num_layers,
         "n_head": config.num_heads,
-        "afn": _ACTIVATION_NAMES[config.activation],
+        "afn": _AFN_NAMES[config.activation],
         "resid_pdrop": config.hidden_dropout,
         "embd_pdrop": config.hidden_dropout,
         "attn_pdrop": config.attention_dropout,
