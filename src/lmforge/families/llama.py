@@ -129,6 +129,9 @@ def config_to_hf(config: ModelConfig, task: str) -> dict:
         "max_position_embeddings": config.max_positions,
         "rms_norm_eps": config.norm_eps,
         "rope_parameters": _rope_to_hf(config),
+        # transformers 4.x reads these two instead (5.x accepts them alongside, consistently).
+        "rope_theta": config.rope_theta,
+        "rope_scaling": _rope_to_hf(config) if config.rope_scaling != "none" else None,
         "attention_bias": False,
         "mlp_bias": False,
         "attention_dropout": config.attention_dropout,
