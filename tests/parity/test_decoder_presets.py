@@ -74,3 +74,17 @@ def test_llama_reference_count_of_families_md():
     assert (count(backbone), count(causal_lm)) == (109_529_856, 134_105_856)
     h, i, v = 768, 2048, 32000
     assert count(backbone) == v * h + 12 * (4 * h * h + 3 * h * i + 2 * h) + h
+
+
+def test_half_precision_models_keep_fp32_rotary_frequencies():
+    """Llama 3.2 ships bf16 weights: the model is cast, but transformers keeps inv_freq in fp32,
+    and so must we (bf16 frequencies would rotate position 1000 by whole radians off)."""
+    config = LLAMA_PRESETS["llama-tiny"].replace(rope_theta=500000.0, rope_scaling="llama3", rope_scaling_factor=32.0,
+                                                 rope_original_max_positions=64)
+    model = lmforge.build(config, task="causal_lm").to(torch.bfloat16)
+    rotary = model.backbone.rotary
+    assert rotary.inv_freq.dtype == torch.float32
+    assert torch.equal(rotary.inv_freq, RotaryEmbedding(config).inv_freq)
+    assert model.backbone.embeddings.word.weight.dtype == torch.bfloat16
+    ids = torch.tensor([[5, 6, 7]])
+    assert model(ids).dtype == torch.bfloat16

@@ -53,6 +53,15 @@ class RotaryEmbedding(nn.Module):
         if config.rope_scaling == "llama3":
             inv_freq = llama3_scaled(inv_freq, config)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._fp32_inv_freq = inv_freq  # not a buffer, so casts leave it alone
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        # A model cast to bf16/fp16 keeps fp32 frequencies, as the reference's tables do: rounded
+        # ones would move the angle at position p by up to p * 2^-9 of each frequency.
+        if self.inv_freq.dtype != torch.float32 and not self._fp32_inv_freq.is_meta:
+            self.inv_freq = self._fp32_inv_freq.to(self.inv_freq.device)
+        return self
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """position_ids (...,) -> cos, sin (..., 1, d): broadcast over the heads of (..., heads, d)."""
