@@ -68,7 +68,8 @@ class ModelConfig:
     sequence_classifier_bias: bool = True  # BERT's sequence classifier has a bias; GPT/GPT-2/LLaMA "score" none
     pad_token_id: int | None = 0  # BERT [PAD]: its embedding row gets no gradient; GPT-2/LLaMA: often none
     embedding_pad_row: bool = True  # BERT/BART padding_idx: pad row zeroed, no gradient; GPT/GPT-2 have none
-    eos_token_id: int | None = None  # BART </s>: the token "eos" pooling reads
+    eos_token_id: int | None = None  # BART </s>: the token "eos" pooling reads; GPT-2/LLaMA end of text
+    bos_token_id: int | None = None  # GPT-2/LLaMA config.json bos_token_id (LLaMA <s>, Llama 3 128000)
     initializer_range: float = 0.02  # BERT truncated-normal-like init std
     labels: tuple[str, ...] = field(default=())  # fine-tuned heads: label names by id
 

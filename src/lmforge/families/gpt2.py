@@ -35,13 +35,13 @@ def gpt2_config(num_layers: int, hidden_size: int, num_heads: int, vocab_size: i
         "family": "gpt2", "vocab_size": vocab_size, "hidden_size": hidden_size, "num_layers": num_layers,
         "num_heads": num_heads, "intermediate_size": 4 * hidden_size, "max_positions": 1024,
         "activation": "gelu_tanh", "norm_placement": "pre", "norm_eps": 1e-5, "final_norm": True,
-        "eos_token_id": 50256, **kw})
+        "eos_token_id": 50256, "bos_token_id": 50256, **kw})
 
 
 PRESETS = {
     # A small model for tests and the tiny causal-LM recipe (not a published checkpoint).
     # Its end-of-text id is the tokenizer's (lmforge's gpt2_byte_bpe puts <|endoftext|> at 0, not 50256).
-    "gpt2-tiny": gpt2_config(2, 128, 4, vocab_size=1024, max_positions=256, eos_token_id=None),
+    "gpt2-tiny": gpt2_config(2, 128, 4, vocab_size=1024, max_positions=256, eos_token_id=None, bos_token_id=None),
     "distilgpt2": gpt2_config(6, 768, 12),
     "gpt2": gpt2_config(12, 768, 12),
     "gpt2-medium": gpt2_config(24, 1024, 16),
@@ -66,6 +66,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
         tie_word_embeddings=hf.get("tie_word_embeddings", True),
         pad_token_id=hf.get("pad_token_id"),
         eos_token_id=hf.get("eos_token_id", 50256),
+        bos_token_id=hf.get("bos_token_id", 50256),
         labels=labels_from_hf(hf),
     )
 
@@ -88,7 +89,7 @@ def config_to_hf(config: ModelConfig, task: str) -> dict:
         "initializer_range": config.initializer_range,
         "scale_attn_weights": True,
         "tie_word_embeddings": config.tie_word_embeddings,
-        "bos_token_id": config.eos_token_id,
+        "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_id,
         "pad_token_id": config.pad_token_id,
         **labels_to_hf(config),

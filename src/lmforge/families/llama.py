@@ -45,7 +45,8 @@ def llama_config(num_layers: int, hidden_size: int, num_heads: int, intermediate
         "feed_forward": "gated", "norm_placement": "pre", "norm_type": "rmsnorm", "norm_eps": 1e-6,
         "embedding_norm": False, "final_norm": True, "bias": False, "tie_word_embeddings": False,
         "pooler": False, "pooling": "last", "sequence_classifier_bias": False, "classifier_dropout": 0.0,
-        "hidden_dropout": 0.0, "attention_dropout": 0.0, "pad_token_id": None, "eos_token_id": 2, **kw})
+        "hidden_dropout": 0.0, "attention_dropout": 0.0, "pad_token_id": None, "bos_token_id": 1,
+        "eos_token_id": 2, **kw})
 
 
 PRESETS = {
@@ -57,7 +58,7 @@ PRESETS = {
         16, 2048, 32, 8192, vocab_size=128256, num_kv_heads=8, max_positions=131072, norm_eps=1e-5,
         rope_theta=500000.0, rope_scaling="llama3", rope_scaling_factor=32.0, rope_low_freq_factor=1.0,
         rope_high_freq_factor=4.0, rope_original_max_positions=8192, tie_word_embeddings=True,
-        eos_token_id=128001),
+        bos_token_id=128000, eos_token_id=128001),
 }
 
 
@@ -99,6 +100,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
         tie_word_embeddings=hf.get("tie_word_embeddings", False),
         # LLaMA's embedding has a padding row only when config.json names a pad token.
         pad_token_id=hf.get("pad_token_id"),
+        bos_token_id=hf.get("bos_token_id", 1),
         eos_token_id=_first(hf.get("eos_token_id", 2)),
         labels=labels_from_hf(hf),
         **_rope_from_hf(hf),
@@ -138,6 +140,7 @@ def config_to_hf(config: ModelConfig, task: str) -> dict:
         "initializer_range": config.initializer_range,
         "tie_word_embeddings": config.tie_word_embeddings,
         "pad_token_id": config.pad_token_id,
+        "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_id,
         **labels_to_hf(config),
     }
