@@ -21,6 +21,7 @@ NormPlacement = Literal["post", "pre"]
 NormType = Literal["layernorm", "rmsnorm"]
 Pooling = Literal["first", "last", "eos"]
 PositionScheme = Literal["learned", "rotary", "relative_buckets"]
+RopeScaling = Literal["none", "llama3"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class ModelConfig:
     max_positions: int = 512  # learned positions: real positions per sequence (table rows = this + offset)
     position_offset: int = 0  # RoBERTa/BART: learned rows 0..1 unused, real tokens start at row 2
     rope_theta: float = 10000.0  # LLaMA rotary base (rope_theta)
+    rope_scaling: RopeScaling = "none"  # Llama 3.1/3.2 "llama3": low frequencies stretched for long context
+    rope_scaling_factor: float = 1.0  # llama3 rope "factor" (Llama-3.2: 32): how far low frequencies stretch
+    rope_low_freq_factor: float = 1.0  # llama3 "low_freq_factor": wavelengths over original/this are scaled
+    rope_high_freq_factor: float = 4.0  # llama3 "high_freq_factor": wavelengths under original/this are kept
+    rope_original_max_positions: int = 8192  # llama3 "original_max_position_embeddings" (pretraining context)
     relative_buckets: int = 32  # T5 relative_attention_num_buckets
     relative_max_distance: int = 128  # T5 relative_attention_max_distance
     type_vocab_size: int = 2  # BERT segment embeddings; 0 means none (GPT, BART)
@@ -71,8 +77,11 @@ class ModelConfig:
     hidden_dropout: float = 0.1  # BERT hidden_dropout_prob
     attention_dropout: float = 0.1  # BERT attention_probs_dropout_prob
     classifier_dropout: float | None = None  # BERT classifier_dropout (None: hidden_dropout)
-    pad_token_id: int = 0  # BERT [PAD]: its embedding row gets no gradient
-    eos_token_id: int | None = None  # BART </s>: the token "eos" pooling reads
+    sequence_classifier_bias: bool = True  # BERT's sequence classifier has a bias; GPT/GPT-2/LLaMA "score" none
+    pad_token_id: int | None = 0  # BERT [PAD]: its embedding row gets no gradient; GPT-2/LLaMA: often none
+    embedding_pad_row: bool = True  # BERT/BART padding_idx: pad row zeroed, no gradient; GPT/GPT-2 have none
+    eos_token_id: int | None = None  # BART </s>: the token "eos" pooling reads; GPT-2/LLaMA end of text
+    bos_token_id: int | None = None  # GPT-2/LLaMA config.json bos_token_id (LLaMA <s>, Llama 3 128000)
     initializer_range: float = 0.02  # BERT truncated-normal-like init std
     labels: tuple[str, ...] = field(default=())  # fine-tuned heads: label names by id
 

@@ -212,13 +212,13 @@ def test_fast_answers(argv):
 def test_preset_counts_match_built_models():
     import torch
 
-    from lmforge.cli.models import parameter_count
+    from lmforge.cli.models import parameter_count, preset_task
     from lmforge.families import all_presets
     from lmforge.models.build import build_model
 
     for name, config in all_presets().items():
         with torch.device("meta"):
-            built = sum(p.numel() for p in build_model(config, "pretraining").parameters())
+            built = sum(p.numel() for p in build_model(config, preset_task(config)).parameters())
         assert parameter_count(config) == built, name
 
 

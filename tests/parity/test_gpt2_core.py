@@ -7,36 +7,29 @@ recomputation, batched with left padding."""
 import pytest
 import torch
 import transformers
-from parity_helpers import (TOL, assert_close, cached_decoding_matches_recomputation, check_layouts, padded, port,
-                            randomize, sequences)
+from parity_helpers import (
+    TOL,
+    assert_close,
+    cached_decoding_matches_recomputation,
+    check_layouts,
+    padded,
+    port,
+    randomize,
+    sequences,
+)
 
 from lmforge.config import ModelConfig
-from lmforge.families.weights import TRANSPOSE, Rule, WeightMap, prefixed
+from lmforge.families import gpt2
 
-# The table a GPT-2 family file declares (FAMILIES.md §2), here as the core's proof.
-_BLOCK = [
-    ("embeddings.word", "wte"),
-    ("embeddings.position", "wpe"),
-    ("decoder.layers.{i}.attention.norm", "h.{i}.ln_1"),
-    Rule("decoder.layers.{i}.attention.sublayer.qkv", "h.{i}.attn.c_attn", TRANSPOSE),
-    Rule("decoder.layers.{i}.attention.sublayer.output", "h.{i}.attn.c_proj", TRANSPOSE),
-    ("decoder.layers.{i}.feed_forward.norm", "h.{i}.ln_2"),
-    Rule("decoder.layers.{i}.feed_forward.sublayer.up", "h.{i}.mlp.c_fc", TRANSPOSE),
-    Rule("decoder.layers.{i}.feed_forward.sublayer.down", "h.{i}.mlp.c_proj", TRANSPOSE),
-    ("decoder.final_norm", "ln_f"),
-]
-WEIGHTS = WeightMap(prefixed(_BLOCK, "backbone.", "transformer.") + [("lm_head.decoder", "lm_head")])
+# The GPT-2 family's table (FAMILIES.md §2); generation tests import these names from here.
+WEIGHTS = gpt2.WEIGHTS
 
 HF_CONFIG = transformers.GPT2Config(vocab_size=101, n_embd=48, n_layer=3, n_head=4, n_positions=32,
                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 
 
 def core_config(hf: transformers.GPT2Config) -> ModelConfig:
-    return ModelConfig(family="test", architecture="decoder", vocab_size=hf.vocab_size, hidden_size=hf.n_embd,
-                       num_layers=hf.n_layer, num_heads=hf.n_head, intermediate_size=4 * hf.n_embd,
-                       max_positions=hf.n_positions, type_vocab_size=0, activation="gelu_tanh",
-                       norm_placement="pre", norm_eps=hf.layer_norm_epsilon, embedding_norm=False, final_norm=True,
-                       pooler=False, hidden_dropout=0.0, attention_dropout=0.0)
+    return gpt2.config_from_hf(hf.to_dict())
 
 
 @pytest.fixture(scope="module")

@@ -7,38 +7,20 @@ map's RotaryInterleave transform. Cached decoding equals recomputation."""
 import pytest
 import torch
 import transformers
-from parity_helpers import (cached_decoding_matches_recomputation, check_layouts, port, randomize,
-                            sequences)
+from parity_helpers import (
+    cached_decoding_matches_recomputation,
+    check_layouts,
+    port,
+    randomize,
+    sequences,
+)
 
 from lmforge.config import ModelConfig
-from lmforge.families.weights import IDENTITY, Rule, RotaryInterleave, WeightMap, prefixed, qkv_sizes
+from lmforge.families import llama
 
-_LAYER = "decoder.layers.{i}."
-WEIGHTS = WeightMap(prefixed([
-    ("embeddings.word", "embed_tokens"),
-    (_LAYER + "attention.norm", "layers.{i}.input_layernorm"),
-    Rule(_LAYER + "attention.sublayer.qkv", tuple(f"layers.{{i}}.self_attn.{p}_proj" for p in "qkv"), split=qkv_sizes),
-    (_LAYER + "attention.sublayer.output", "layers.{i}.self_attn.o_proj"),
-    (_LAYER + "feed_forward.norm", "layers.{i}.post_attention_layernorm"),
-    (_LAYER + "feed_forward.sublayer.gate", "layers.{i}.mlp.gate_proj"),
-    (_LAYER + "feed_forward.sublayer.up", "layers.{i}.mlp.up_proj"),
-    (_LAYER + "feed_forward.sublayer.down", "layers.{i}.mlp.down_proj"),
-    ("decoder.final_norm", "norm"),
-], "backbone.", "model.") + [("lm_head.decoder", "lm_head")])
-
-# Meta's original layout (llama/model.py names); q/k rows pair rotary dimensions interleaved.
-META_WEIGHTS = WeightMap(prefixed([
-    ("embeddings.word", "tok_embeddings"),
-    (_LAYER + "attention.norm", "layers.{i}.attention_norm"),
-    Rule(_LAYER + "attention.sublayer.qkv", tuple(f"layers.{{i}}.attention.w{p}" for p in "qkv"),
-         (RotaryInterleave("num_heads"), RotaryInterleave("num_kv_heads"), IDENTITY), split=qkv_sizes),
-    (_LAYER + "attention.sublayer.output", "layers.{i}.attention.wo"),
-    (_LAYER + "feed_forward.norm", "layers.{i}.ffn_norm"),
-    (_LAYER + "feed_forward.sublayer.gate", "layers.{i}.feed_forward.w1"),
-    (_LAYER + "feed_forward.sublayer.up", "layers.{i}.feed_forward.w3"),
-    (_LAYER + "feed_forward.sublayer.down", "layers.{i}.feed_forward.w2"),
-    ("decoder.final_norm", "norm"),
-], "backbone.", "") + [("lm_head.decoder", "output")])
+# The LLaMA family's tables: transformers' names, and Meta's original checkpoint names.
+WEIGHTS = llama.WEIGHTS
+META_WEIGHTS = llama.META_WEIGHTS
 
 HF_CONFIG = transformers.LlamaConfig(vocab_size=103, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
@@ -47,13 +29,7 @@ HF_CONFIG = transformers.LlamaConfig(vocab_size=103, hidden_size=48, intermediat
 
 
 def core_config(hf: transformers.LlamaConfig) -> ModelConfig:
-    return ModelConfig(family="test", architecture="decoder", vocab_size=hf.vocab_size, hidden_size=hf.hidden_size,
-                       num_layers=hf.num_hidden_layers, num_heads=hf.num_attention_heads,
-                       num_kv_heads=hf.num_key_value_heads, intermediate_size=hf.intermediate_size,
-                       positions="rotary", rope_theta=hf.rope_parameters["rope_theta"], type_vocab_size=0,
-                       activation="silu", feed_forward="gated", norm_placement="pre", norm_type="rmsnorm",
-                       norm_eps=hf.rms_norm_eps, embedding_norm=False, final_norm=True, bias=False,
-                       tie_word_embeddings=False, pooler=False, hidden_dropout=0.0, attention_dropout=0.0)
+    return llama.config_from_hf(hf.to_dict())
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +53,6 @@ def test_hidden_states_and_logits_match_llama(pair):
 
 def test_cache_equals_recomputation_with_grouped_query_attention(pair):
     cached_decoding_matches_recomputation(pair[1], HF_CONFIG.vocab_size)
-
-
-def _hf_permute(weight: torch.Tensor, heads: int) -> torch.Tensor:
-    """transformers' convert_llama_weights_to_hf ``permute``: Meta rows -> HF rows."""
-    rows, cols = weight.shape
-    return weight.view(heads, rows // heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
 
 
 # HF name fragments -> Meta's (llama/model.py).

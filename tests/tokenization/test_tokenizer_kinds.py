@@ -73,6 +73,7 @@ PAIR_LAYOUTS = {
     "byte_bpe": [("cls", 0), ("A", 0), ("sep", 0), ("sep", 0), ("B", 0), ("sep", 0)],
     "gpt2_byte_bpe": [("A", 0), ("B", 1)],
     "unigram": [("cls", 0), ("A", 0), ("sep", 0), ("B", 1), ("sep", 1)],
+    "llama_bpe": [("bos", 0), ("A", 0), ("bos", 1), ("B", 1)],
     "t5_unigram": [("A", 0), ("eos", 0), ("B", 0), ("eos", 0)],
 }
 
@@ -160,6 +161,7 @@ WORD_STARTS = [
     ("gpt2_byte_bpe", "Ġthe", True), ("gpt2_byte_bpe", "the", False), ("gpt2_byte_bpe", "!?", True),
     ("unigram", "▁play", True), ("unigram", "ing", False), ("unigram", ",", True), ("unigram", "1", True),
     ("unigram", "é", True),
+    ("llama_bpe", "▁The", True), ("llama_bpe", "ing", False), ("llama_bpe", "<0x0A>", True),
     ("t5_unigram", "▁The", True), ("t5_unigram", "ing", False), ("t5_unigram", ".", True),
 ]
 

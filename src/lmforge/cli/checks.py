@@ -147,7 +147,7 @@ def check_model_dir(path: str | Path, flag: str = "--model") -> Path:
 
 
 def _tokenizer_size(directory: Path) -> int | None:
-    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt", "vocab.json")):
         return None
     from lmforge.tokenization import Tokenizer
 

@@ -64,37 +64,51 @@ def run_presets(args: argparse.Namespace) -> int:
     for row in [header, *rows]:
         print("  ".join(str(cell).rjust(w) if isinstance(cell, int) or i == 5 else str(cell).ljust(w)
                         for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
-    print("parameters: with the pretraining heads (MLM, and NSP/SOP where the family has one)")
+    print("parameters: with the pretraining heads (encoders: MLM, and NSP/SOP where the family has one; "
+          "decoders: the LM head), tied weights once")
     return 0
 
 
+def preset_task(config) -> str:
+    """The task whose model `lmforge presets` counts: the family's pretraining model."""
+    return {"encoder": "pretraining", "decoder": "causal_lm", "encoder_decoder": "seq2seq_lm"}[config.architecture]
+
+
 def parameter_count(config) -> int:
-    """Parameters of the pretraining model (MLM head, NSP/SOP head where the family has one),
-    counted from the config alone for BERT-style encoders, ALBERT's factorised and shared ones
-    included (so listing presets needs no torch); other layouts are built on the meta device.
+    """Parameters of the ``preset_task`` model (tied weights once), counted from the config alone
+    for single-stack models, ALBERT's factorised and shared encoders included (so listing presets
+    needs no torch); encoder-decoders are built on the meta device.
     tests/faults/test_recovery.py checks the count against the built model for every preset."""
-    bert_style = (config.architecture == "encoder" and config.positions == "learned" and config.bias
-                  and config.feed_forward == "plain" and config.norm_type == "layernorm"
-                  and config.norm_placement == "post" and config.num_kv_heads == config.num_heads
-                  and config.head_dim * config.num_heads == config.hidden_size)
-    if not bert_style:
+    if config.architecture == "encoder_decoder":
         import torch
 
         from lmforge.models.build import build_model
 
         with torch.device("meta"):
-            return sum(p.numel() for p in build_model(config, "pretraining").parameters())
-    h, v, i, e = config.hidden_size, config.vocab_size, config.intermediate_size, config.embedding_width
-    norm = 2 * h
-    embeddings = ((v + config.max_positions + config.position_offset + config.type_vocab_size) * e
-                  + (2 * e if config.embedding_norm else 0) + (e * h + h if config.embedding_size else 0))
-    layer = 4 * (h * h + h) + norm + (h * i + i) + (i * h + h) + norm
+            return sum(p.numel() for p in build_model(config, preset_task(config)).parameters())
+    h, v, i, e, bias = config.hidden_size, config.vocab_size, config.intermediate_size, config.embedding_width, config.bias
+
+    def norm(width: int) -> int:
+        return 2 * width if config.norm_type == "layernorm" else width
+
+    positions = config.max_positions + config.position_offset if config.positions == "learned" else 0
+    embeddings = ((v + positions + config.type_vocab_size) * e + (norm(e) if config.embedding_norm else 0)
+                  + (e * h + h if config.embedding_size else 0))
+    qkv_rows = (config.num_heads + 2 * config.num_kv_heads) * config.head_dim
+    attention = (h * qkv_rows + config.num_heads * config.head_dim * h) + ((qkv_rows + h) if bias else 0)
+    ffn_inputs = 2 if config.feed_forward == "gated" else 1
+    feed_forward = (ffn_inputs + 1) * h * i + ((ffn_inputs * i + h) if bias else 0)
+    layer = attention + feed_forward + 2 * norm(h)
     distinct_layers = config.num_layer_groups * config.layers_per_group if config.num_layer_groups else config.num_layers
+    total = embeddings + distinct_layers * layer + (norm(h) if config.final_norm else 0)
+    untied_output = 0 if config.tie_word_embeddings else v * e
+    if config.architecture == "decoder":
+        return total + untied_output
     pair = config.pretraining_pair_head  # RoBERTa: MLM alone, so no pooler either
     pooler = h * h + h if config.pooler and pair else 0
-    mlm = (h * e + e) + 2 * e + v + (0 if config.tie_word_embeddings else v * e)
+    mlm = (h * e + e) + norm(e) + v + untied_output
     nsp = 2 * h + 2 if pair else 0
-    return embeddings + distinct_layers * layer + (norm if config.final_norm else 0) + pooler + mlm + nsp
+    return total + pooler + mlm + nsp
 
 
 def run_convert(args: argparse.Namespace) -> int:

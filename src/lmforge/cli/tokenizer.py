@@ -11,7 +11,7 @@ from lmforge.errors import UserError
 # lmforge.tokenization.KIND_SPECS' names and references, spelled out so that --help needs no
 # import (tests/faults/test_recovery.py keeps them equal)
 KINDS = {"wordpiece": "BERT", "bpe": "GPT", "byte_bpe": "RoBERTa", "gpt2_byte_bpe": "GPT-2", "unigram": "ALBERT",
-         "t5_unigram": "T5"}
+         "llama_bpe": "LLaMA", "t5_unigram": "T5"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -38,9 +38,10 @@ class Family:
 
 
 def registered_families() -> dict[str, Family]:
-    from lmforge.families import albert, bert, roberta
+    from lmforge.families import albert, bert, gpt, gpt2, llama, roberta
 
-    return {family.name: family for family in (bert.FAMILY, roberta.FAMILY, albert.FAMILY)}
+    return {family.name: family for family in (bert.FAMILY, roberta.FAMILY, albert.FAMILY,
+                                               gpt.FAMILY, gpt2.FAMILY, llama.FAMILY)}
 
 
 def get_family(name: str) -> Family:

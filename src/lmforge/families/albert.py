@@ -17,8 +17,7 @@ from __future__ import annotations
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 from lmforge.families import Family
-from lmforge.families.hf_fields import (ACTIVATION_NAMES, activation_from_hf, add_labels, labels_from_hf,
-                                        require_absolute_positions)
+from lmforge.families.hf_config import ACTIVATION_NAMES, activation_from_hf, labels_from_hf, labels_to_hf, require
 from lmforge.families.weights import Rule, WeightMap, prefixed, qkv_sizes
 
 
@@ -54,7 +53,7 @@ PRESETS = {
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    require_absolute_positions(hf, "ALBERT")
+    require(hf, "position_embedding_type", "absolute", "ALBERT")
     # Fallbacks are AlbertConfig's class defaults (albert-xxlarge's shape).
     return ModelConfig(
         family="albert",
@@ -107,7 +106,7 @@ def config_to_hf(config: ModelConfig, task: str) -> dict:
         "position_embedding_type": "absolute",
         "tie_word_embeddings": config.tie_word_embeddings,
     }
-    return add_labels(hf, config)
+    return {**hf, **labels_to_hf(config)}
 
 
 ARCHITECTURES = {

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from lmforge.config import ModelConfig
 from lmforge.families import Family
-from lmforge.families.hf_fields import (ACTIVATION_NAMES, activation_from_hf, add_labels, labels_from_hf,
-                                        require_absolute_positions)
+from lmforge.families.hf_config import ACTIVATION_NAMES, activation_from_hf, labels_from_hf, labels_to_hf, require
 from lmforge.families.weights import Rule, WeightMap, prefixed, qkv_sizes
 
 
@@ -42,7 +41,7 @@ PRESETS = {
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    require_absolute_positions(hf, "BERT")
+    require(hf, "position_embedding_type", "absolute", "BERT")
     return ModelConfig(
         family="bert",
         vocab_size=hf["vocab_size"],
@@ -85,7 +84,7 @@ def config_to_hf(config: ModelConfig, task: str) -> dict:
         "classifier_dropout": config.classifier_dropout,
         "tie_word_embeddings": config.tie_word_embeddings,
     }
-    return add_labels(hf, config)
+    return {**hf, **labels_to_hf(config)}
 
 
 ARCHITECTURES = {

@@ -16,8 +16,7 @@ from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 from lmforge.families import Family
 from lmforge.families.bert import BACKBONE_RULES
-from lmforge.families.hf_fields import (ACTIVATION_NAMES, activation_from_hf, add_labels, labels_from_hf,
-                                        require_absolute_positions)
+from lmforge.families.hf_config import ACTIVATION_NAMES, activation_from_hf, labels_from_hf, labels_to_hf, require
 from lmforge.families.weights import WeightMap, prefixed
 
 _PAD = 1  # fairseq's dictionary: <s> 0, <pad> 1, </s> 2, <unk> 3
@@ -54,7 +53,7 @@ PRESETS = {
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    require_absolute_positions(hf, "RoBERTa")
+    require(hf, "position_embedding_type", "absolute", "RoBERTa")
     if hf.get("is_decoder") or hf.get("add_cross_attention"):
         raise UserError("RoBERTa as a decoder (is_decoder / add_cross_attention) is not supported")
     pad = _PAD if hf.get("pad_token_id") is None else hf["pad_token_id"]
@@ -100,7 +99,7 @@ def config_to_hf(config: ModelConfig, task: str) -> dict:
         "classifier_dropout": config.classifier_dropout,
         "tie_word_embeddings": config.tie_word_embeddings,
     }
-    return add_labels(hf, config)
+    return {**hf, **labels_to_hf(config)}
 
 
 # Import reads the first task of an architecture: a RobertaForMaskedLM file is "masked_lm";

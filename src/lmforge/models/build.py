@@ -168,8 +168,10 @@ class ForSequenceClassification(TaskModel):
 
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
         super().__init__(config, backbone)
-        head = DenseTanhClassifier if config.classifier_hidden else LinearClassifier
-        self.classifier = head(config, max(config.num_labels, 1))
+        if config.classifier_hidden:
+            self.classifier = DenseTanhClassifier(config, max(config.num_labels, 1))
+        else:
+            self.classifier = LinearClassifier(config, max(config.num_labels, 1), bias=config.sequence_classifier_bias)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, unpad: bool = False):
         out = self.backbone(input_ids, attention_mask, token_type_ids, unpad=unpad)

@@ -25,7 +25,7 @@ class Embeddings(nn.Module):
         # encoder-decoder passes the one table both of its stacks share.
         width = config.embedding_width
         self.word = word if word is not None else nn.Embedding(
-            config.vocab_size, width, padding_idx=config.pad_token_id)
+            config.vocab_size, width, padding_idx=config.pad_token_id if config.embedding_pad_row else None)
         self.scale = math.sqrt(config.hidden_size) if config.embedding_scale else None
         self.position = LearnedPositions(config, width) if config.positions == "learned" else None
         self.token_type = (

@@ -89,11 +89,11 @@ class PairHead(nn.Module):
 class LinearClassifier(nn.Module):
     """Dropout then one linear layer (BERT's fine-tuning classifiers)."""
 
-    def __init__(self, config: ModelConfig, num_outputs: int) -> None:
+    def __init__(self, config: ModelConfig, num_outputs: int, bias: bool = True) -> None:
         super().__init__()
         rate = config.hidden_dropout if config.classifier_dropout is None else config.classifier_dropout
         self.dropout = nn.Dropout(rate)
-        self.classifier = Linear(config.hidden_size, num_outputs)
+        self.classifier = Linear(config.hidden_size, num_outputs, bias=bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden))

@@ -3,7 +3,8 @@
 * ``LearnedPositions``: a table of absolute position vectors added to the token embeddings
   (BERT, GPT-2; RoBERTa and BART keep two unused rows first, ``position_offset`` 2).
 * ``RotaryEmbedding``: rotary position embedding (Su et al. 2021, "RoFormer") applied to
-  queries and keys, in the rotate-half form of transformers' LlamaRotaryEmbedding.
+  queries and keys, in the rotate-half form of transformers' LlamaRotaryEmbedding; optionally
+  with Llama 3.1's frequency scaling (``rope_scaling`` "llama3").
 * ``RelativePositionBias``: T5's bucketed relative positions (Raffel et al. 2020; transformers'
   T5Attention._relative_position_bucket), one learned scalar per bucket and head, added to the
   attention scores of every layer of a stack.
@@ -49,13 +50,40 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         dim = config.head_dim
         inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+        if config.rope_scaling == "llama3":
+            inv_freq = llama3_scaled(inv_freq, config)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._fp32_inv_freq = inv_freq  # not a buffer, so casts leave it alone
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        # A model cast to bf16/fp16 keeps fp32 frequencies, as the reference's tables do: rounded
+        # ones would move the angle at position p by up to p * 2^-9 of each frequency.
+        if self.inv_freq.dtype != torch.float32 and not self._fp32_inv_freq.is_meta:
+            self.inv_freq = self._fp32_inv_freq.to(self.inv_freq.device)
+        return self
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """position_ids (...,) -> cos, sin (..., 1, d): broadcast over the heads of (..., heads, d)."""
         freqs = position_ids.float()[..., None] * self.inv_freq.float()  # (..., d/2)
         angles = torch.cat((freqs, freqs), dim=-1)[..., None, :]  # (..., 1, d)
         return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def llama3_scaled(inv_freq: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """Llama 3.1's frequency scaling (Meta's llama3 ``apply_scaling``; transformers'
+    ``_compute_llama3_parameters``): wavelengths longer than original/low_freq_factor are
+    stretched by ``factor``, those shorter than original/high_freq_factor are kept, and the band
+    between is interpolated smoothly. Step for step as the reference, so the tables agree bitwise."""
+    factor, low, high = config.rope_scaling_factor, config.rope_low_freq_factor, config.rope_high_freq_factor
+    original = config.rope_original_max_positions
+    low_freq_wavelen, high_freq_wavelen = original / low, original / high
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    smooth = (original / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:

@@ -15,6 +15,10 @@ components that transformers' converters (``convert_slow_tokenizer.py``) use, so
   text, ``<|endoftext|>`` as bos/eos/unk (HF ``GPT2Converter``).
 - ``unigram``: SentencePiece unigram LM (Kudo, 2018) with ALBERT's (Lan et al., 2020)
   normalisation and ``[CLS] A [SEP] B [SEP]`` layout (HF ``AlbertConverter``).
+- ``llama_bpe``: SentencePiece-style BPE with byte fallback of LLaMA (Touvron et al., 2023):
+  ``▁`` marks word starts (Metaspace, prepended to the first word only), characters outside the
+  vocabulary fall back to ``<0xNN>`` byte pieces when the vocabulary has them, ``<s> A`` layout,
+  ``<unk> <s> </s>`` at ids 0-2 (transformers 5's ``LlamaTokenizer`` pipeline).
 - ``t5_unigram``: the unigram LM in T5's (Raffel et al., 2020) layout: ``A </s> B </s>``,
   pad/eos/unk at ids 0/1/2 and 100 ``<extra_id_N>`` sentinels at the top of the vocabulary
   (HF ``T5Converter``).
@@ -127,6 +131,7 @@ class TokenizerKind:
     saved_class: str = "PreTrainedTokenizerFast"  # what save() writes (loads tokenizer.json verbatim)
     writes_vocab_txt: bool = False  # save() adds vocab.txt, for BERT's vocabulary-file loaders
     reference: str = field(default="", compare=False)  # the model whose tokenizer this rebuilds (--help)
+    after_training: Callable[[Any], Any] | None = None  # finishes a trained backend (LLaMA: byte pieces)
 
     def pipeline(self, model: Any, options: PipelineOptions) -> Any:
         """A backend around ``model`` with this kind's normaliser, pre-tokeniser and decoder."""
@@ -185,6 +190,35 @@ def _metaspace(options: PipelineOptions) -> Any:
     return pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
 
 
+def _llama_metaspace(options: PipelineOptions) -> Any:
+    # Training learns word by word (SentencePiece's split_by_whitespace); _llama_after_training
+    # then switches to LLaMA's encode-time split=False, which gives a per-word vocabulary the same ids.
+    return pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+
+
+_BYTE_PIECES = tuple(f"<0x{byte:02X}>" for byte in range(256))
+
+
+def _llama_after_training(backend: Any) -> Any:
+    """LLaMA's vocabulary order: the specials, the 256 byte pieces (the targets of byte
+    fallback, so no character is unknown), then the learned pieces; LLaMA's Metaspace."""
+    spec = json.loads(backend.to_str())
+    vocab = spec["model"]["vocab"]
+    specials = [token["content"] for token in sorted(spec["added_tokens"], key=lambda token: token["id"])]
+    learned = [token for token in sorted(vocab, key=vocab.__getitem__) if token not in specials]
+    order = [*specials, *(piece for piece in _BYTE_PIECES if piece not in vocab), *learned]
+    spec["model"]["vocab"] = {token: index for index, token in enumerate(order)}
+    spec["pre_tokenizer"] = json.loads(tokenizers.Tokenizer(models.BPE()).to_str())["pre_tokenizer"]
+    rebuilt = tokenizers.Tokenizer.from_str(json.dumps(spec))
+    rebuilt.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    return rebuilt
+
+
+def _llama_decoder() -> Any:
+    return decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                              decoders.Strip(content=" ", left=1)])
+
+
 def _wordpiece_decoder() -> Any:
     return decoders.WordPiece(prefix="##")
 
@@ -213,6 +247,17 @@ def _byte_bpe_trainer(settings: TrainerSettings) -> Any:
     return trainers.BpeTrainer(
         vocab_size=settings.vocab_size, min_frequency=settings.min_frequency, show_progress=settings.show_progress,
         special_tokens=list(settings.special_tokens), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+
+
+def _llama_bpe_trainer(settings: TrainerSettings) -> Any:
+    learned = settings.vocab_size - len(_BYTE_PIECES)  # the byte pieces are added after training
+    if learned <= len(settings.special_tokens):
+        raise UserError(f"vocab size must exceed the {len(settings.special_tokens) + len(_BYTE_PIECES)} special and "
+                        f"byte tokens of llama_bpe, got {settings.vocab_size}")
+    return trainers.BpeTrainer(
+        vocab_size=learned, min_frequency=settings.min_frequency, show_progress=settings.show_progress,
+        special_tokens=list(settings.special_tokens), limit_alphabet=_LIMIT_ALPHABET,
     )
 
 
@@ -251,7 +296,29 @@ def _opens_with_special(post_processor: Any) -> bool:
 
 
 BERT_LAYOUT = Layout("[CLS] A [SEP] B [SEP]", _cls_sep_template(1), _opens_with_special)
-GPT_LAYOUT = Layout("<s> A </s></s> B </s> (template)", _cls_sep_template(0), _opens_with_special)
+def _template_items(spec: Any) -> list[str] | None:
+    """The single template of a serialized TemplateProcessing as "special"/"sequence" items."""
+    if not isinstance(spec, dict) or spec.get("type") != "TemplateProcessing" or not spec.get("single"):
+        return None
+    return ["special" if "SpecialToken" in item else "sequence" for item in spec["single"]]
+
+
+def _opens_and_closes_with_special(post_processor: Any) -> bool:
+    items = _template_items(post_processor)
+    return bool(items) and items[0] == items[-1] == "special"
+
+
+# GPT's template closes with </s>; LLaMA's "<s> A" does not (BOS_LAYOUT).
+GPT_LAYOUT = Layout("<s> A </s></s> B </s> (template)", _cls_sep_template(0), _opens_and_closes_with_special)
+
+
+def _bos_template(roles: Mapping[str, tuple[str, int]], options: PipelineOptions) -> Any:
+    bos = roles["bos"][0]  # transformers' update_post_processor with add_bos_token only
+    return processors.TemplateProcessing(single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
+                                         special_tokens=[roles["bos"]])
+
+
+BOS_LAYOUT = Layout("<s> A <s> B", _bos_template, lambda pp: _template_items(pp) == ["special", "sequence"])
 ROBERTA_LAYOUT = Layout(
     "<s> A </s></s> B </s>",
     # offsets trimmed of the leading space, all segment ids 0
@@ -382,6 +449,24 @@ KINDS: Mapping[str, TokenizerKind] = {
             starts_word=byte_level_rule,
             hf_classes=("GPT2Tokenizer", "GPT2TokenizerFast"),
             reference="GPT-2",
+        ),
+        TokenizerKind(
+            name="llama_bpe",
+            model_type="BPE",
+            byte_level=False,
+            specials=SpecialTokens(
+                leading=("<unk>", "<s>", "</s>"), roles={"unk": "<unk>", "bos": "<s>", "eos": "</s>"}
+            ),
+            new_model=lambda: models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True),
+            normalizer=_lowercase_only,
+            pre_tokenizer=_llama_metaspace,
+            decoder=_llama_decoder,
+            trainer=_llama_bpe_trainer,
+            layout=BOS_LAYOUT,
+            starts_word=sentencepiece_rule,
+            hf_classes=("LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast"),
+            reference="LLaMA",
+            after_training=_llama_after_training,
         ),
         TokenizerKind(
             name="unigram",

@@ -49,6 +49,8 @@ def train_backend(
     show_progress = show_progress and progress_enabled()  # bars for a person at a terminal only
     trainer = kind.trainer(TrainerSettings(vocab_size - len(sentinels), min_frequency, show_progress, specials.leading))
     backend.train_from_iterator(itertools.chain([first], batches), trainer=trainer)
+    if kind.after_training is not None:
+        backend = kind.after_training(backend)
     # T5 puts <extra_id_0> at the top id, so the range is added last-first
     backend.add_special_tokens(sentinels[::-1])
     backend.post_processor = kind.layout.build(role_ids(backend, kind), options)
