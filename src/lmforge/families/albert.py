@@ -17,7 +17,7 @@ from __future__ import annotations
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 from lmforge.families import Family
-from lmforge.families.hf_config import ACTIVATION_NAMES, activation_from_hf, labels_from_hf, labels_to_hf, require
+from lmforge.families.bert import bert_schema_from_hf, bert_schema_to_hf
 from lmforge.families.weights import Rule, WeightMap, prefixed, qkv_sizes
 
 
@@ -53,60 +53,28 @@ PRESETS = {
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    require(hf, "position_embedding_type", "absolute", "ALBERT")
     # Fallbacks are AlbertConfig's class defaults (albert-xxlarge's shape).
+    fields = bert_schema_from_hf(hf, "ALBERT", vocab_size=30000, hidden_size=4096, num_attention_heads=64,
+                                 intermediate_size=16384, hidden_act="gelu_new", hidden_dropout_prob=0.0,
+                                 attention_probs_dropout_prob=0.0)
     return ModelConfig(
         family="albert",
-        vocab_size=hf.get("vocab_size", 30000),
-        hidden_size=hf.get("hidden_size", 4096),
-        num_layers=hf.get("num_hidden_layers", 12),
-        num_heads=hf.get("num_attention_heads", 64),
-        intermediate_size=hf.get("intermediate_size", 16384),
+        **fields,
         embedding_size=hf.get("embedding_size", 128),
         num_layer_groups=hf.get("num_hidden_groups", 1),
         layers_per_group=hf.get("inner_group_num", 1),
-        max_positions=hf.get("max_position_embeddings", 512),
-        type_vocab_size=hf.get("type_vocab_size", 2),
-        activation=activation_from_hf(hf.get("hidden_act", "gelu_new")),
-        norm_eps=hf.get("layer_norm_eps", 1e-12),
-        hidden_dropout=hf.get("hidden_dropout_prob", 0.0),
-        attention_dropout=hf.get("attention_probs_dropout_prob", 0.0),
         classifier_dropout=hf.get("classifier_dropout_prob", 0.1),
         pad_token_id=hf.get("pad_token_id", 0) or 0,
-        tie_word_embeddings=hf.get("tie_word_embeddings", True),
-        initializer_range=hf.get("initializer_range", 0.02),
-        labels=labels_from_hf(hf),
     )
 
 
 def config_to_hf(config: ModelConfig, task: str) -> dict:
     if not config.num_layer_groups:
         raise UserError("an ALBERT export needs num_layer_groups >= 1 (transformers names layers by group)")
-    hf = {
-        "architectures": [ARCHITECTURES[task]],
-        "model_type": "albert",
-        "vocab_size": config.vocab_size,
-        "embedding_size": config.embedding_width,
-        "hidden_size": config.hidden_size,
-        "num_hidden_layers": config.num_layers,
-        "num_hidden_groups": config.num_layer_groups,
-        "inner_group_num": config.layers_per_group,
-        "num_attention_heads": config.num_heads,
-        "intermediate_size": config.intermediate_size,
-        "hidden_act": ACTIVATION_NAMES[config.activation],
-        "hidden_dropout_prob": config.hidden_dropout,
-        "attention_probs_dropout_prob": config.attention_dropout,
-        "classifier_dropout_prob": config.hidden_dropout if config.classifier_dropout is None
-        else config.classifier_dropout,
-        "max_position_embeddings": config.max_positions,
-        "type_vocab_size": config.type_vocab_size,
-        "initializer_range": config.initializer_range,
-        "layer_norm_eps": config.norm_eps,
-        "pad_token_id": config.pad_token_id,
-        "position_embedding_type": "absolute",
-        "tie_word_embeddings": config.tie_word_embeddings,
-    }
-    return {**hf, **labels_to_hf(config)}
+    classifier_dropout = config.hidden_dropout if config.classifier_dropout is None else config.classifier_dropout
+    return {**bert_schema_to_hf(config, task, ARCHITECTURES, "albert"), "embedding_size": config.embedding_width,
+            "num_hidden_groups": config.num_layer_groups, "inner_group_num": config.layers_per_group,
+            "classifier_dropout_prob": classifier_dropout}
 
 
 ARCHITECTURES = {

@@ -40,33 +40,42 @@ PRESETS = {
 }
 
 
-def config_from_hf(hf: dict) -> ModelConfig:
-    require(hf, "position_embedding_type", "absolute", "BERT")
-    return ModelConfig(
-        family="bert",
-        vocab_size=hf["vocab_size"],
-        hidden_size=hf["hidden_size"],
-        num_layers=hf["num_hidden_layers"],
-        num_heads=hf["num_attention_heads"],
-        intermediate_size=hf["intermediate_size"],
-        max_positions=hf.get("max_position_embeddings", 512),
-        type_vocab_size=hf.get("type_vocab_size", 2),
-        activation=activation_from_hf(hf.get("hidden_act", "gelu")),
-        norm_eps=hf.get("layer_norm_eps", 1e-12),
-        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
-        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-        classifier_dropout=hf.get("classifier_dropout"),
-        pad_token_id=hf.get("pad_token_id", 0) or 0,
+# transformers' BertConfig class defaults; RobertaConfig and AlbertConfig read the same fields
+# with defaults of their own.
+BERT_SCHEMA_DEFAULTS = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                        "intermediate_size": 3072, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+                        "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 512, "type_vocab_size": 2,
+                        "initializer_range": 0.02, "layer_norm_eps": 1e-12}
+
+
+def bert_schema_from_hf(hf: dict, family: str, **defaults) -> dict:
+    """ModelConfig fields from the config.json fields BertConfig, RobertaConfig and AlbertConfig
+    share (a missing field takes the reading class's default)."""
+    require(hf, "position_embedding_type", "absolute", family)
+    fields = {**BERT_SCHEMA_DEFAULTS, **defaults, **{k: v for k, v in hf.items() if v is not None}}
+    return dict(
+        vocab_size=fields["vocab_size"],
+        hidden_size=fields["hidden_size"],
+        num_layers=fields["num_hidden_layers"],
+        num_heads=fields["num_attention_heads"],
+        intermediate_size=fields["intermediate_size"],
+        max_positions=fields["max_position_embeddings"],
+        type_vocab_size=fields["type_vocab_size"],
+        activation=activation_from_hf(fields["hidden_act"]),
+        norm_eps=fields["layer_norm_eps"],
+        hidden_dropout=fields["hidden_dropout_prob"],
+        attention_dropout=fields["attention_probs_dropout_prob"],
         tie_word_embeddings=hf.get("tie_word_embeddings", True),
-        initializer_range=hf.get("initializer_range", 0.02),
+        initializer_range=fields["initializer_range"],
         labels=labels_from_hf(hf),
     )
 
 
-def config_to_hf(config: ModelConfig, task: str) -> dict:
-    hf = {
-        "architectures": [ARCHITECTURES[task]],
-        "model_type": "bert",
+def bert_schema_to_hf(config: ModelConfig, task: str, architectures: dict[str, str], model_type: str) -> dict:
+    """The shared fields of ``bert_schema_from_hf``, written back (labels included)."""
+    return {
+        "architectures": [architectures[task]],
+        "model_type": model_type,
         "vocab_size": config.vocab_size,
         "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_layers,
@@ -75,16 +84,24 @@ def config_to_hf(config: ModelConfig, task: str) -> dict:
         "hidden_act": ACTIVATION_NAMES[config.activation],
         "hidden_dropout_prob": config.hidden_dropout,
         "attention_probs_dropout_prob": config.attention_dropout,
-        "max_position_embeddings": config.max_positions,
+        "max_position_embeddings": config.max_positions + config.position_offset,
         "type_vocab_size": config.type_vocab_size,
         "initializer_range": config.initializer_range,
         "layer_norm_eps": config.norm_eps,
         "pad_token_id": config.pad_token_id,
         "position_embedding_type": "absolute",
-        "classifier_dropout": config.classifier_dropout,
         "tie_word_embeddings": config.tie_word_embeddings,
+        **labels_to_hf(config),
     }
-    return {**hf, **labels_to_hf(config)}
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    return ModelConfig(family="bert", **bert_schema_from_hf(hf, "BERT"), classifier_dropout=hf.get("classifier_dropout"),
+                       pad_token_id=hf.get("pad_token_id", 0) or 0)
+
+
+def config_to_hf(config: ModelConfig, task: str) -> dict:
+    return {**bert_schema_to_hf(config, task, ARCHITECTURES, "bert"), "classifier_dropout": config.classifier_dropout}
 
 
 ARCHITECTURES = {

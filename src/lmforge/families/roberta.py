@@ -15,8 +15,7 @@ from __future__ import annotations
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 from lmforge.families import Family
-from lmforge.families.bert import BACKBONE_RULES
-from lmforge.families.hf_config import ACTIVATION_NAMES, activation_from_hf, labels_from_hf, labels_to_hf, require
+from lmforge.families.bert import BACKBONE_RULES, bert_schema_from_hf, bert_schema_to_hf
 from lmforge.families.weights import WeightMap, prefixed
 
 _PAD = 1  # fairseq's dictionary: <s> 0, <pad> 1, </s> 2, <unk> 3
@@ -53,53 +52,18 @@ PRESETS = {
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    require(hf, "position_embedding_type", "absolute", "RoBERTa")
     if hf.get("is_decoder") or hf.get("add_cross_attention"):
         raise UserError("RoBERTa as a decoder (is_decoder / add_cross_attention) is not supported")
     pad = _PAD if hf.get("pad_token_id") is None else hf["pad_token_id"]
-    # Fallbacks are RobertaConfig's class defaults (a missing field means the default there).
-    return roberta_config(
-        hf.get("num_hidden_layers", 12), hf.get("hidden_size", 768), hf.get("num_attention_heads", 12),
-        vocab_size=hf.get("vocab_size", 50265),
-        intermediate_size=hf.get("intermediate_size", 3072),
-        max_positions=hf.get("max_position_embeddings", 512) - (pad + 1),
-        pad_token_id=pad,
-        type_vocab_size=hf.get("type_vocab_size", 2),
-        activation=activation_from_hf(hf.get("hidden_act", "gelu")),
-        norm_eps=hf.get("layer_norm_eps", 1e-12),
-        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
-        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-        classifier_dropout=hf.get("classifier_dropout"),
-        tie_word_embeddings=hf.get("tie_word_embeddings", True),
-        initializer_range=hf.get("initializer_range", 0.02),
-        labels=labels_from_hf(hf),
-    )
+    fields = bert_schema_from_hf(hf, "RoBERTa", vocab_size=50265)  # RobertaConfig's defaults otherwise BertConfig's
+    fields["max_positions"] -= pad + 1  # the table's rows below padding_idx + 1 are never read
+    return roberta_config(fields.pop("num_layers"), fields.pop("hidden_size"), fields.pop("num_heads"), **fields,
+                          pad_token_id=pad, classifier_dropout=hf.get("classifier_dropout"))
 
 
 def config_to_hf(config: ModelConfig, task: str) -> dict:
-    hf = {
-        "architectures": [ARCHITECTURES[task]],
-        "model_type": "roberta",
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.hidden_size,
-        "num_hidden_layers": config.num_layers,
-        "num_attention_heads": config.num_heads,
-        "intermediate_size": config.intermediate_size,
-        "hidden_act": ACTIVATION_NAMES[config.activation],
-        "hidden_dropout_prob": config.hidden_dropout,
-        "attention_probs_dropout_prob": config.attention_dropout,
-        "max_position_embeddings": config.max_positions + config.position_offset,
-        "type_vocab_size": config.type_vocab_size,
-        "initializer_range": config.initializer_range,
-        "layer_norm_eps": config.norm_eps,
-        "pad_token_id": config.pad_token_id,
-        "bos_token_id": 0,
-        "eos_token_id": 2,
-        "position_embedding_type": "absolute",
-        "classifier_dropout": config.classifier_dropout,
-        "tie_word_embeddings": config.tie_word_embeddings,
-    }
-    return {**hf, **labels_to_hf(config)}
+    return {**bert_schema_to_hf(config, task, ARCHITECTURES, "roberta"), "bos_token_id": 0, "eos_token_id": 2,
+            "classifier_dropout": config.classifier_dropout}
 
 
 # Import reads the first task of an architecture: a RobertaForMaskedLM file is "masked_lm";
