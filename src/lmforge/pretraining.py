@@ -225,6 +225,10 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
         model = load_model(recipe.model.init_from, task=task)
     else:
         config = get_preset(recipe.model.preset).replace(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
+        if config.architecture == "decoder":
+            # A preset's end/start-of-text ids name its own vocabulary (or none, gpt2-tiny); the
+            # model is trained on this tokenizer's, and `generate` stops at its eos.
+            config = config.replace(eos_token_id=tokenizer.eos_id, bos_token_id=tokenizer.bos_id)
         if obj.max_seq_length > config.max_positions:
             raise UserError(f"objective.max_seq_length {obj.max_seq_length} exceeds the model's {config.max_positions} positions")
         try:

@@ -131,6 +131,28 @@ def test_round_trip_counts_and_heldout(files, prepared):
     assert np.load(out / "word_start.npy").shape == (tokenizer.vocab_size,)
 
 
+@pytest.mark.parametrize("kind", ["gpt2_byte_bpe", "byte_bpe", "llama_bpe", "wordpiece"])
+def test_sentences_are_encoded_as_the_running_text(files, tmp_path, kind):
+    """A document's sentence ids in a row are the ids of the whole document (byte-level BPE:
+    ``ĠRiver``, not ``River``, after the first sentence); WordPiece is as before."""
+    tokenizer_dir = tmp_path / "tok"
+    Tokenizer.train([files["txt"]], kind=kind, vocab_size=400, lowercase=False, show_progress=False).save(tokenizer_dir)
+    roles = ("eos",) if kind in ("gpt2_byte_bpe", "llama_bpe") else ("pad",)
+    prepare_corpus([files["jsonl_xz"]], tokenizer_dir, tmp_path / "data", heldout_docs=0, show_progress=False,
+                   required_roles=roles)
+    tokenizer = Tokenizer.from_dir(tokenizer_dir)
+    documents = _split_documents(tmp_path / "data" / "train")
+    assert len(documents) == len(files["documents"])
+    for sentences, ids in zip(files["documents"], documents):
+        stream = [i for sentence in ids for i in sentence]
+        assert stream == tokenizer.encode_plain([" ".join(sentences)])[0]
+        if kind == "wordpiece":
+            assert list(ids) == [tuple(s) for s in tokenizer.encode_plain(sentences)]
+    if kind == "gpt2_byte_bpe":
+        second = tokenizer.convert_ids_to_tokens(documents[0][1])
+        assert second[0].startswith("Ġ"), second
+
+
 def test_every_format_gives_the_same_shards(files, prepared, tmp_path):
     out, _ = prepared
     reference = {name: (out / "train" / name).read_bytes() for name in ("tokens.bin", "sentence_offsets.npy")}

@@ -3,10 +3,11 @@ start/delimiter/extract inputs and the last token's state for classification and
 both orders for similarity, one sequence per answer for multiple choice, the auxiliary LM
 loss; the last-token pooling under left and right padding; the multiple-choice reader's errors.
 
-A tiny random decoder (``bert-test`` made a GPT-2-shaped decoder by configuration, dropout
-off) with a byte-level BPE trained on the samples stands in for a GPT-2/LLaMA checkpoint. It is
-saved and fine-tuned in lmforge's own layout: exporting a decoder to Hugging Face's layout is
-the decoder families' part (the HF names of this test family do not exist).
+Tiny random decoders of the real presets (gpt2-tiny; llama-tiny, whose head is untied; dropout
+off) with a byte-level BPE trained on the samples stand in for GPT-2/LLaMA checkpoints. Their
+fine-tuned classifiers are saved in the layout transformers' GPT2ForSequenceClassification /
+LlamaForSequenceClassification load, with the same logits; multiple choice, for which
+transformers has no decoder class, in lmforge's own.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from lmforge.tokenization import Tokenizer
 
 from finetune_samples import MRPC, SST2, one_thread  # noqa: F401 (fixture)
 
-DECODER = dict(architecture="decoder", norm_placement="pre", final_norm=True, type_vocab_size=0, pooler=False,
-               embedding_norm=False, activation="gelu_tanh", norm_eps=1e-5, pooling="last",
-               hidden_dropout=0.0, attention_dropout=0.0)
+NO_DROPOUT = dict(hidden_dropout=0.0, attention_dropout=0.0)
+LR = {"gpt2-tiny": 3e-3, "llama-tiny": 1e-3}  # at 3e-3 llama-tiny overfits by epoch 2 (9/12)
+HF_CLASSES = {"gpt2-tiny": "GPT2ForSequenceClassification", "llama-tiny": "LlamaForSequenceClassification"}
 
 GOOD, BAD = ["sunny", "bright", "warm", "golden"], ["cold", "dark", "wet", "grey"]
 FILLER = "the day in the town was long and the people walked to the market".split()
@@ -60,7 +61,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def decoder_checkpoint(tmp_path_factory) -> Path:
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """gpt2-tiny and llama-tiny checkpoints on one byte-level BPE trained on the samples."""
     root = tmp_path_factory.mktemp("gpt-finetune")
     texts = [e.text for path in (*SST2, *MRPC) for e in read_classification(path)]
     texts += [e.pair for e in read_classification(MRPC[0])]
@@ -68,22 +70,17 @@ def decoder_checkpoint(tmp_path_factory) -> Path:
     corpus = root / "texts.txt"
     corpus.write_text("\n".join(texts) + "\n")
     tokenizer = Tokenizer.train([corpus], kind="gpt2_byte_bpe", vocab_size=500, lowercase=True, show_progress=False)
-    config = get_preset("bert-test").replace(vocab_size=tokenizer.vocab_size, pad_token_id=None,
-                                                               **DECODER)
-    model = build_model(config, "causal_lm", seed=0)
-    return lmforge.save(model, root / "ckpt", tokenizer)
+    saved = {}
+    for preset in HF_CLASSES:
+        config = get_preset(preset).replace(vocab_size=tokenizer.vocab_size, pad_token_id=None,
+                                            eos_token_id=tokenizer.eos_id, bos_token_id=tokenizer.bos_id, **NO_DROPOUT)
+        saved[preset] = lmforge.save(build_model(config, "causal_lm", seed=0), root / preset, tokenizer)
+    return saved
 
 
 @pytest.fixture
-def native_layout(monkeypatch):
-    """Best models are saved in lmforge's layout (see the module docstring)."""
-    from lmforge.files import staged_dir
-
-    def save_model(model, tokenizer, directory):
-        with staged_dir(directory) as staging:
-            lmforge.save(model, staging, tokenizer)
-
-    monkeypatch.setattr("lmforge.finetune.run.save_model", save_model)
+def decoder_checkpoint(checkpoints) -> Path:
+    return checkpoints["gpt2-tiny"]
 
 
 def config(checkpoint, out, task="classification", files=SST2, **changes) -> FinetuneConfig:
@@ -109,17 +106,39 @@ def test_gpt_input_layout(decoder_checkpoint):
         transform([5], [6], tokens, 4)
 
 
-def test_classification_from_the_last_token_beats_chance(decoder_checkpoint, tmp_path, native_layout):
-    summary = run_finetune(config(decoder_checkpoint, tmp_path / "sst2"))
-    # 12 dev sentences, one keyword each: chance is 6/12 (measured: 10/12, eval loss 0.56).
+@pytest.mark.parametrize("preset", HF_CLASSES)
+def test_classification_from_the_last_token_beats_chance(checkpoints, tmp_path, preset):
+    summary = run_finetune(config(checkpoints[preset], tmp_path / "sst2", lr=LR[preset]))
+    # 12 dev sentences, one keyword each: chance is 6/12 (measured: 10/12 for both presets).
     assert summary["accuracy"] >= 10 / 12, summary
     model = lmforge.load_model(tmp_path / "sst2" / "model")
     assert model.task == "sequence_classification" and model.config.pooling == "last"
     again = evaluate_model(tmp_path / "sst2" / "model", None, SST2[1], device="cpu")
     assert again["accuracy"] == pytest.approx(summary["accuracy"])
+    _transformers_gives_the_same_logits(tmp_path / "sst2" / "model", HF_CLASSES[preset])
 
 
-def test_entailment_similarity_and_the_auxiliary_lm_loss(decoder_checkpoint, tmp_path, native_layout):
+def _transformers_gives_the_same_logits(directory: Path, architecture: str) -> None:
+    """transformers' class loads the exported classifier; its logits, one unpadded row at a time
+    (no pad token: transformers reads the last token), equal lmforge's on a right-padded batch."""
+    transformers = pytest.importorskip("transformers")
+    assert json.loads((directory / "config.json").read_text())["architectures"] == [architecture]
+    reference = getattr(transformers, architecture).from_pretrained(directory).eval()
+    model, tokenizer = lmforge.load(directory)
+    tokens = GptTokens.from_tokenizer(tokenizer)
+    texts = [e.text for e in read_classification(SST2[1])]
+    rows = [transform(tokenizer.encode_plain([text])[0], None, tokens, 64) for text in texts]
+    ids = torch.full((len(rows), max(map(len, rows))), tokens.extract)
+    mask = torch.zeros_like(ids)
+    for r, row in enumerate(rows):
+        ids[r, :len(row)], mask[r, :len(row)] = torch.tensor(row), 1
+    with torch.no_grad():
+        ours = model.eval()(ids, mask)
+        theirs = torch.cat([reference(input_ids=torch.tensor([row])).logits for row in rows])
+    assert (ours - theirs).abs().max() <= 1e-5
+
+
+def test_entailment_similarity_and_the_auxiliary_lm_loss(decoder_checkpoint, tmp_path):
     out = tmp_path / "mrpc"
     summary = run_finetune(config(decoder_checkpoint, out, files=MRPC, symmetric_pairs=True, lm_loss_weight=0.5,
                                   epochs=4))
@@ -141,7 +160,14 @@ def test_entailment_similarity_and_the_auxiliary_lm_loss(decoder_checkpoint, tmp
     assert np.allclose(np.stack(a), np.stack(b), atol=1e-5)
 
 
-def test_multiple_choice_beats_chance(decoder_checkpoint, tmp_path, native_layout):
+def test_auxiliary_lm_loss_is_refused_for_an_untied_head(checkpoints, tmp_path):
+    """LLaMA's classifier keeps no output projection: GPT's tied one would score with the input
+    embeddings, which are not LLaMA's output layer."""
+    with pytest.raises(UserError, match="lm_loss_weight needs a decoder whose output projection is tied"):
+        run_finetune(config(checkpoints["llama-tiny"], tmp_path / "out", lm_loss_weight=0.5, epochs=1))
+
+
+def test_multiple_choice_beats_chance(decoder_checkpoint, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", choice_examples(48, 1))
     dev = write_jsonl(tmp_path / "dev.jsonl", choice_examples(18, 2))
     out = tmp_path / "mc"
@@ -180,7 +206,7 @@ def test_multiple_choice_on_an_encoder_runs(tmp_path):
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_last_token_pooling_under_padding(side):
-    config = get_preset("bert-test").replace(labels=("a", "b"), pad_token_id=0, **DECODER)
+    config = get_preset("gpt2-tiny").replace(labels=("a", "b"), pad_token_id=0, **NO_DROPOUT)
     model = build_model(config, "sequence_classification", seed=0).eval()
     rows = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
     ids = torch.zeros(3, 5, dtype=torch.long)
@@ -238,7 +264,7 @@ def test_bert_multiple_choice_head_equals_transformers(tmp_path):
     assert lmforge.load_model(tmp_path / "hf").task == "multiple_choice"
 
 
-def test_command_line(decoder_checkpoint, tmp_path, native_layout, capsys):
+def test_command_line(decoder_checkpoint, tmp_path, capsys):
     """`lmforge finetune --task multiple_choice --lm-loss-weight 0.5`, `predict`, and a reader
     mistake as one line (exit 2)."""
     from lmforge.cli import main

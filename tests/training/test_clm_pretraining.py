@@ -1,8 +1,7 @@
-"""Causal-LM pretraining end to end (`objective.kind: clm`): the tiny recipe's held-out loss
-falls, with and without document attention; exact resume after SIGKILL; recipe checks.
-
-The tiny recipes name the decoder presets of the GPT-2/LLaMA families; here a decoder is made
-from ``bert-test`` by configuration, so the pipeline is tested on its own."""
+"""Causal-LM pretraining end to end (`objective.kind: clm`) on the decoder presets: the tiny
+recipes' held-out loss falls (gpt2-tiny with and without document attention, llama-tiny, and
+GPT's post-norm openai-gpt shape), the tokenizer's end/start-of-text ids reach the exported
+config.json, pretrain -> generate from the command line, exact resume after SIGKILL; recipe checks."""
 
 import json
 import signal
@@ -20,11 +19,12 @@ from lmforge.training.loop import read_metrics
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes" / "pretrain"
 GPT2_TINY = RECIPES / "gpt2-tiny.yaml"
+LLAMA_TINY = RECIPES / "llama-tiny.yaml"
 CORPUS = REPO / "data" / "brown" / "brown-sample.jsonl"
-# A GPT-2-shaped decoder from the bert-test preset (tests/parity/test_gpt2_core.py's field set).
-DECODER = ["model.preset=bert-test",
-           ("model.config={architecture: decoder, norm_placement: pre, final_norm: true, type_vocab_size: 0, "
-            "pooler: false, embedding_norm: false, activation: gelu_tanh, norm_eps: 1.0e-5, pooling: last}")]
+# GPT's shape (post-norm blocks, no final norm) at gpt2-tiny's size.
+OPENAI_GPT_TINY = ["model.preset=openai-gpt",
+                   ("model.config={num_layers: 2, hidden_size: 128, num_heads: 4, intermediate_size: 512, "
+                    "max_positions: 256}")]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,8 @@ def prepared(tmp_path_factory):
     return root / "data"
 
 
-def recipe(prepared, *overrides):
-    return load_recipe(GPT2_TINY, [*DECODER, f"data.prepared={prepared}", "train.log_every=1", "export_hf=false",
+def recipe(prepared, *overrides, path=GPT2_TINY):
+    return load_recipe(path, [f"data.prepared={prepared}", "train.log_every=1", "export_hf=false",
                                    *overrides])
 
 
@@ -71,12 +71,53 @@ def test_loss_falls(prepared, tmp_path, document_attention):
     import lmforge
 
     model, tokenizer = lmforge.load(tmp_path / "run" / "model")
-    assert model.task == "causal_lm" and model.config.architecture == "decoder"
+    assert model.task == "causal_lm" and model.config.family == "gpt2" and model.config.final_norm
     assert tokenizer.vocab_size == model.config.vocab_size and tokenizer.eos_id is not None
 
 
+@pytest.mark.parametrize("shape", ["llama-tiny", "openai-gpt"])
+def test_loss_falls_on_the_other_decoders(prepared, tmp_path, shape):
+    """LLaMA's recipe (RMSNorm, SwiGLU, rotary, untied head) and GPT's post-norm blocks."""
+    path, extra = (LLAMA_TINY, []) if shape == "llama-tiny" else (GPT2_TINY, OPENAI_GPT_TINY)
+    r = recipe(prepared, *extra, "train.max_steps=16", "train.eval_every=16", path=path)
+    run_pretraining(r, tmp_path / "run")
+    evals = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if "eval_lm_loss" in m]
+    assert evals[-1]["eval_lm_loss"] < evals[0]["eval_lm_loss"] - 0.5, evals
+    import lmforge
+
+    model = lmforge.load_model(tmp_path / "run" / "model")
+    family, tied, post_norm = {"llama-tiny": ("llama", False, False), "openai-gpt": ("openai-gpt", True, True)}[shape]
+    assert model.config.family == family and model.config.tie_word_embeddings is tied
+    assert (model.config.norm_placement == "post") is post_norm
+
+
+def test_exported_config_carries_the_tokenizers_end_of_text(prepared, tmp_path, capsys):
+    """The presets' eos/bos ids are replaced by the trained tokenizer's (gpt2_byte_bpe: 0), in
+    lmforge's and Hugging Face's config.json alike, so generation stops at the end of text; then
+    `lmforge generate` continues a prompt with the pretrained model, as the Python API does."""
+    from lmforge.cli import main
+    from lmforge.families import get_preset
+    from lmforge.tokenization import Tokenizer
+
+    eos = Tokenizer.from_dir(prepared / "tokenizer").eos_id
+    assert get_preset("gpt2-tiny").eos_token_id is None and get_preset("llama-tiny").eos_token_id not in (None, eos)
+    for path in (GPT2_TINY, LLAMA_TINY):
+        out = tmp_path / path.stem
+        run_pretraining(recipe(prepared, "train.max_steps=1", "train.eval_every=0", "export_hf=true", path=path), out)
+        hf = json.loads((out / "model-hf" / "config.json").read_text())
+        assert (hf["eos_token_id"], hf["bos_token_id"]) == (eos, eos), path.stem
+        import lmforge
+
+        assert lmforge.load_model(out / "model").config.eos_token_id == eos
+    capsys.readouterr()
+    assert main(["generate", "--model", str(out / "model"), "The", "--max-new-tokens", "6", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    model, tokenizer = lmforge.load(out / "model")
+    assert printed == lmforge.generate(model, tokenizer, "The", max_new_tokens=6).texts[0] + "\n"
+
+
 def test_trains_its_own_byte_level_tokenizer(tmp_path):
-    r = load_recipe(GPT2_TINY, [*DECODER, f"data.corpus=[{CORPUS}]", "data.vocab_size=600", "train.max_steps=2",
+    r = load_recipe(GPT2_TINY, [f"data.corpus=[{CORPUS}]", "data.vocab_size=600", "train.max_steps=2",
                                 "train.batch_size=4", "export_hf=false"])
     run_pretraining(r, tmp_path / "run")
     manifest = json.loads((tmp_path / "run" / "data" / "manifest.json").read_text())
@@ -91,7 +132,7 @@ def _cli(out, *sets):
 
 
 def test_sigkill_and_resume_equals_uninterrupted(prepared, tmp_path):
-    sets = [*DECODER, f"data.prepared={prepared}", "train.max_steps=16", "train.save_every=4", "train.log_every=1",
+    sets = [f"data.prepared={prepared}", "train.max_steps=16", "train.save_every=4", "train.log_every=1",
             "train.eval_every=8", "export_hf=false", "objective.document_attention=true"]
     subprocess.run(_cli(tmp_path / "full", *sets), check=True, env=env(), capture_output=True)
     proc = subprocess.Popen(_cli(tmp_path / "cut", *sets), env=env(), stdout=subprocess.DEVNULL,
@@ -124,7 +165,7 @@ def test_recipe_checks(prepared):
     with pytest.raises(UserError, match="document_attention needs train.unpad"):
         validate_recipe(recipe(prepared, "objective.document_attention=true", "train.unpad=false"))
     with pytest.raises(UserError, match="data.tokenizer_kind must be one of"):
-        validate_recipe(load_recipe(GPT2_TINY, [*DECODER, "data.tokenizer_kind=sentencepiece"]))
+        validate_recipe(load_recipe(GPT2_TINY, ["data.tokenizer_kind=sentencepiece"]))
     with pytest.raises(UserError, match="objective.kind must be one of"):
         load_recipe(GPT2_TINY, ["objective.kind=gpt"])
 

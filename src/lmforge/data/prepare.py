@@ -141,7 +141,9 @@ def _prepare_into(out: Path, corpus: list[str], tokenizer: Tokenizer, heldout_fr
             {"path": str(Path(p).resolve()), "documents": n} for p, n in zip(corpus, documents_per_file, strict=True)
         ],
         "heldout": {"documents": num_heldout, "seed": seed},
-        "sentence_splitter": {"line_breaks": line_breaks},
+        # Older directories lack the key: their byte-level sentences were encoded without the
+        # leading space (still loadable; re-prepare for the running text's ids).
+        "sentence_splitter": {"line_breaks": line_breaks, "sentences_encoded_as": "running_text"},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
@@ -237,6 +239,20 @@ def _split_chunks(
             yield done, result.get()
 
 
+def running_text_pieces(tokenizer: Tokenizer):
+    """A function from a document's sentences to the texts to encode, so that their ids in a
+    row are the ids of the running text (the sentences joined by spaces).
+
+    Byte-level BPE (GPT-2, RoBERTa) encodes a word after a space as ``Ġword``: a sentence encoded
+    alone would start with ``word``, a form the text never has there, so every sentence but a
+    document's first keeps its leading space. WordPiece and ``bpe`` split on whitespace, and
+    Metaspace kinds (unigram, llama_bpe) already mark every sentence's first word with ``▁``,
+    as the running text does: their sentences are encoded as they are."""
+    if not tokenizer.spec.byte_level:
+        return lambda document: document
+    return lambda document: [text if i == 0 else " " + text for i, text in enumerate(document)]
+
+
 def _write_chunk(
     tokenizer: Tokenizer,
     sentences: list[list[str]],
@@ -246,7 +262,7 @@ def _write_chunk(
 ) -> int:
     """Tokenize one chunk's sentences in one batch and append each document to its split."""
     per_document = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
-    ids = tokenizer.encode_plain(list(itertools.chain.from_iterable(sentences)))
+    ids = tokenizer.encode_plain(list(itertools.chain.from_iterable(map(running_text_pieces(tokenizer), sentences))))
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum()))
     # Sentences that tokenize to nothing (stray control characters) are dropped, and so are

@@ -239,13 +239,16 @@ class EpochEvaluator:
 
 
 def save_model(model: nn.Module, tokenizer, directory: Path) -> None:
-    """HF layout, built beside the target and renamed over it (``lmforge.files.staged_dir``):
-    the previous best model stays whole until the new one is complete."""
+    """HF layout (lmforge's own where transformers has no class for the family's task, e.g.
+    multiple choice on GPT-2), built beside the target and renamed over it
+    (``lmforge.files.staged_dir``): the previous best model stays whole until the new one is complete."""
     import lmforge
+    from lmforge.families import get_family
     from lmforge.files import staged_dir
 
+    has_hf_class = model.task in get_family(model.config.family).hf_architectures
     with staged_dir(directory) as staging:
-        lmforge.save(model, staging, tokenizer, format="hf")
+        lmforge.save(model, staging, tokenizer, format="hf" if has_hf_class else "lmforge")
 
 
 def _describe(metrics: dict[str, float]) -> str:

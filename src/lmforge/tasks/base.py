@@ -233,6 +233,10 @@ class Task(Objective):
         if not decoder and (self.options.symmetric_pairs or self.options.lm_loss_weight):
             raise UserError("symmetric_pairs and lm_loss_weight are GPT's decoder fine-tuning options; "
                             f"this checkpoint is an {model.config.architecture}")
+        if decoder and self.options.lm_loss_weight and not model.config.tie_word_embeddings:
+            # The fine-tuned model keeps no output projection of its own (LLaMA's lm_head is untied).
+            raise UserError("lm_loss_weight needs a decoder whose output projection is tied to its token "
+                            "embeddings (GPT, GPT-2); this checkpoint's is untied (LLaMA-style)")
         self.gpt = GptTokens.from_tokenizer(tokenizer) if decoder else None
         if self.gpt is not None and self.pad_id is None:
             self.pad_id = self.gpt.extract  # GPT-2 has no padding token; the mask hides the fill

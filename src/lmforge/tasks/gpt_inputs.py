@@ -20,7 +20,8 @@ three), so the checkpoint's vocabulary never changes.
 
 The auxiliary language-modelling loss (GPT's L3 = L2 + lambda * L1, lambda 0.5) is next-token
 cross-entropy over every position of the transformed inputs, through the output projection
-tied to the token embeddings. Inputs are truncated one token at a time from the longer part,
+tied to the token embeddings; a decoder with an untied head (LLaMA) is refused, since its
+classifier keeps no output projection to score with. Inputs are truncated one token at a time from the longer part,
 as BERT's ``_truncate_seq_pair`` (the openai code cuts each part to a fixed share instead).
 """
 
