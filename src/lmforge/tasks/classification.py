@@ -43,8 +43,15 @@ import torch.nn.functional as F
 
 from lmforge.errors import UserError
 from lmforge.tasks import gpt_inputs
-from lmforge.tasks.base import (LabelMap, Rows, Task, backend_of, check_max_length, encode_in_chunks, one_line,
-                                truncating, without_keys)
+from lmforge.tasks.base import LabelMap, Rows, Task
+from lmforge.tasks.encoding import (
+    backend_of,
+    check_max_length,
+    encode_in_chunks,
+    one_line,
+    truncating,
+    without_keys,
+)
 from lmforge.tasks.io import format_suffix, numbered_lines, open_text, read_lines
 from lmforge.tasks.metrics import f1_from_counts, paired
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import UserError
-from lmforge.tasks.base import backend_of, encode_in_chunks, truncating
+from lmforge.tasks.encoding import backend_of, encode_in_chunks, truncating
 
 GPT_TOKEN_NAMES = ("_start_", "_delimiter_", "_classify_")  # openai/finetune-transformer-lm
 

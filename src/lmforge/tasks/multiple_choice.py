@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from lmforge.errors import UserError
 from lmforge.objectives.base import collate
 from lmforge.tasks import gpt_inputs
-from lmforge.tasks.base import Rows, Task, backend_of, encode_in_chunks, one_line, truncating
+from lmforge.tasks.base import Rows, Task
+from lmforge.tasks.encoding import backend_of, encode_in_chunks, one_line, truncating
 from lmforge.tasks.io import format_suffix, numbered_lines, open_text
 
 

@@ -37,8 +37,15 @@ import torch.nn.functional as F
 
 from lmforge.errors import UserError
 from lmforge.objectives.base import IGNORE_INDEX
-from lmforge.tasks.base import (LabelMap, Rows, Task, backend_of, check_max_length, encode_in_chunks, pre_split_words,
-                                truncating, without_keys)
+from lmforge.tasks.base import LabelMap, Rows, Task
+from lmforge.tasks.encoding import (
+    backend_of,
+    check_max_length,
+    encode_in_chunks,
+    pre_split_words,
+    truncating,
+    without_keys,
+)
 from lmforge.tasks.io import format_suffix, open_text, read_lines
 from lmforge.tasks.metrics import f1_from_counts
 

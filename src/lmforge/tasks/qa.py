@@ -45,7 +45,15 @@ import torch.nn.functional as F
 
 from lmforge.errors import UserError
 from lmforge.progress import progress
-from lmforge.tasks.base import ENCODE_CHUNK, Rows, Task, backend_of, one_line, truncating, warn, without_keys
+from lmforge.tasks.base import Rows, Task
+from lmforge.tasks.encoding import (
+    ENCODE_CHUNK,
+    backend_of,
+    one_line,
+    truncating,
+    warn,
+    without_keys,
+)
 from lmforge.tasks.io import format_suffix, read_json
 from lmforge.tasks.metrics import f1_from_counts
 
