@@ -43,7 +43,7 @@ def model_config(name: str):
     if name == "gpt2-4x256":  # issue 10's CPU shape
         return gpt2_config(4, 256, 4), transformers.GPT2LMHeadModel
     if name == "gpt2-tiny":
-        return gpt2_config(2, 64, 2, vocab_size=1024, max_positions=512), transformers.GPT2LMHeadModel
+        return gpt2_config(2, 64, 2, vocab_size=1024, max_positions=512, eos_token_id=None, bos_token_id=None), transformers.GPT2LMHeadModel
     if name == "gpt2":
         return get_preset("gpt2"), transformers.GPT2LMHeadModel
     if name == "llama-1b":  # Llama-3.2-1B's config in full: 16 layers, GQA 32/8, tied 128,256 vocab
