@@ -108,8 +108,9 @@ def benchmark(name: str, batches: list[int], settings: dict, device: torch.devic
         same = agreement(ours_ids, reference_ids)
         if dtype == torch.float32 and ours_ids != reference_ids:
             raise SystemExit(f"{name} batch {batch}: generated ids differ ({100 * same:.1f}% equal)")
-        sides = {"lmforge": lambda r: ours_generate(ours, prompts, new_tokens, pad),
-                 "transformers": lambda r: reference_generate(reference, prompts, new_tokens, pad, device)}
+        sides = {"lmforge": lambda r, prompts=prompts: ours_generate(ours, prompts, new_tokens, pad),
+                 "transformers": lambda r, prompts=prompts: reference_generate(reference, prompts, new_tokens,
+                                                                               pad, device)}
         for _ in range(settings["warmup"]):
             for side in sides.values():
                 side(0)
