@@ -188,11 +188,15 @@ def test_gradients_match_transformers(tmp_path):
 @pytest.mark.skipif(ONEDNN_LINEAR is None, reason="this torch build has no oneDNN")
 @pytest.mark.parametrize("shape", [(37, 16, 48), (37, 48, 16), (5, 3, 7, 11)])  # (..., in, out)
 @pytest.mark.parametrize("bias", [True, False])
-def test_onednn_linear_matches_f_linear(shape, bias):
+def test_onednn_linear_matches_f_linear(shape, bias, monkeypatch):
+    from lmforge.ops import onednn_linear
+
+    monkeypatch.setattr(onednn_linear, "MIN_MULTIPLY_ADDS", 0)  # these small shapes would stay in F.linear
     g = torch.Generator().manual_seed(0)
     *lead, inputs, outputs = shape
     x = torch.randn(*lead, inputs, generator=g, requires_grad=True)
     w = torch.randn(outputs, inputs, generator=g, requires_grad=True)
+    assert onednn_linear.usable(x, w)
     b = torch.randn(outputs, generator=g, requires_grad=True) if bias else None
     params = [x, w] + ([b] if bias else [])
     y = linear(x, w, b)

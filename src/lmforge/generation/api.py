@@ -78,7 +78,7 @@ def _warn(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_ids(model, prompts: Sequence[Sequence[int]], settings: GenerationSettings, *, pad_id: int = 0,
                  decoder_start_token_id: int | None = None, decode: Callable[[list[int]], str] | None = None,
                  on_token: TokenCallback | None = None, warn: Callable[[str], None] | None = None) -> SearchResult:
@@ -96,7 +96,7 @@ def generate_ids(model, prompts: Sequence[Sequence[int]], settings: GenerationSe
     try:
         prompts = fit_context(prompts, model, settings.max_new_tokens, warn)
         if model.task == "causal_lm":
-            step, histories = CausalLMStep(model, prompts, pad_id), prompts
+            step, histories = CausalLMStep(model, prompts, pad_id, settings.max_new_tokens), prompts
         else:
             start = decoder_start_token_id
             if start is None:  # a config field the encoder-decoder families may declare; else T5's pad

@@ -58,6 +58,27 @@ def _expand(step, logits: torch.Tensor, histories: list[list[int]], copies: int)
     return logits.index_select(0, rows), [list(h) for h in histories for _ in range(copies)]
 
 
+ARGMAX_CHUNK = 256
+
+
+def greedy_tokens(scores: torch.Tensor) -> torch.Tensor:
+    """``scores.argmax(-1)`` of (R, V) scores, the same index (the first maximum): on CPU
+    torch's argmax over a 50k vocabulary runs at a tenth of the speed of ``amax``, so the
+    maximum of each chunk of ``ARGMAX_CHUNK`` columns comes first, then argmax over the chunk
+    maxima (the first chunk holding the maximum) and within that chunk alone."""
+    rows, vocab = scores.shape
+    if scores.device.type != "cpu" or vocab < 16 * ARGMAX_CHUNK:
+        return scores.argmax(dim=-1)
+    whole = vocab - vocab % ARGMAX_CHUNK
+    maxima = scores[:, :whole].view(rows, -1, ARGMAX_CHUNK).amax(dim=-1)  # (R, chunks)
+    if whole < vocab:
+        maxima = torch.cat([maxima, scores[:, whole:].amax(dim=-1, keepdim=True)], dim=1)
+    start = maxima.argmax(dim=-1, keepdim=True) * ARGMAX_CHUNK  # (R, 1)
+    # Columns past the vocabulary (a short last chunk) read the last column again, after it.
+    columns = (start + torch.arange(ARGMAX_CHUNK, device=scores.device)).clamp_(max=vocab - 1)
+    return columns.gather(1, scores.gather(1, columns).argmax(dim=-1, keepdim=True)).squeeze(1)
+
+
 def sample_or_greedy(step, histories: list[list[int]], settings: GenerationSettings, stopping: Stopping,
                      on_token: TokenCallback | None = None) -> SearchResult:
     processors = build_processors(settings)
@@ -71,7 +92,7 @@ def sample_or_greedy(step, histories: list[list[int]], settings: GenerationSetti
         if settings.do_sample:
             tokens = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
         else:
-            tokens = scores.argmax(dim=-1)
+            tokens = greedy_tokens(scores)
         for row, token in zip(active, tokens.tolist()):
             generated[row].append(token)
             histories[row].append(token)

@@ -41,27 +41,42 @@ def left_padded(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Te
 
 
 class CausalLMStep:
-    def __init__(self, model, prompts: list[list[int]], pad_id: int = 0) -> None:
+    """Decoding keeps the key mask in one preallocated bool buffer (prompt width plus
+    ``max_new_tokens`` columns) and passes a view of it each step, instead of concatenating a
+    column per step; without padding it passes no mask at all (SDPA's unmasked kernel)."""
+
+    def __init__(self, model, prompts: list[list[int]], pad_id: int = 0, max_new_tokens: int = 0) -> None:
         self.model = model
         device = next(model.parameters()).device
-        self.ids, self.mask = left_padded(prompts, pad_id, device)
+        self.ids, mask = left_padded(prompts, pad_id, device)
+        self.length = mask.shape[1]
+        self.padded = bool((mask == 0).any())
+        self._mask = torch.ones(mask.shape[0], self.length + max(max_new_tokens, 1), dtype=torch.bool, device=device)
+        self._mask[:, : self.length] = mask.bool()
         self.cache = model.backbone.new_cache()
 
+    @property
+    def mask(self) -> torch.Tensor:
+        """(R, tokens so far) bool: True at real tokens."""
+        return self._mask[:, : self.length]
+
     def _logits(self, ids: torch.Tensor) -> torch.Tensor:
-        out = self.model.backbone(ids, self.mask, cache=self.cache)
+        out = self.model.backbone(ids, self.mask if self.padded else None, cache=self.cache)
         return self.model.lm_head(out.last_hidden_state[:, -1]).float()
 
     def prefill(self) -> torch.Tensor:
         return self._logits(self.ids)
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
-        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
-        return self._logits(tokens.to(self.mask.device)[:, None])
+        if self.length == self._mask.shape[1]:  # more steps than announced: double the buffer
+            self._mask = torch.cat([self._mask, torch.ones_like(self._mask)], dim=1)
+        self.length += 1  # the new column is already True
+        return self._logits(tokens.to(self._mask.device)[:, None])
 
     def reorder(self, rows: torch.Tensor) -> None:
-        rows = rows.to(self.mask.device)
+        rows = rows.to(self._mask.device)
         self.cache.reorder(rows)
-        self.mask = self.mask.index_select(0, rows)
+        self._mask = self._mask.index_select(0, rows)
 
 
 class Seq2SeqStep:

@@ -54,6 +54,8 @@ def attention(q, k, v, key_mask: torch.Tensor | None, *, causal: bool, dropout_p
     length, keys = q.shape[-2], k.shape[-2]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, S)
+    if causal and length == 1:
+        causal = False  # one query after every key (a decode step): nothing to hide, no mask to build
     if causal and (mask is not None or bias is not None or length != keys):
         allowed = torch.ones(length, keys, dtype=torch.bool, device=q.device).tril(keys - length)
         mask = allowed if mask is None else mask & allowed

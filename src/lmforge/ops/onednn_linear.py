@@ -4,6 +4,11 @@ Eager fp32 ``F.linear`` on CPU calls MKL's sgemm, which on the AMD CPUs we measu
 less than half of oneDNN's speed (benchmarks/RESULTS.md, "oneDNN linears"). oneDNN's
 matmul-with-bias is the op PyTorch's inductor itself lowers CPU linears to. Same IEEE fp32
 arithmetic, only the summation order differs (~1e-7 relative).
+
+Small products stay with ``F.linear``: a oneDNN call costs ~25 us more to set up, which made
+the per-token linears of decoding (1-8 rows by 256-1024 features) twice as slow as MKL's
+(benchmarks/decode.py). Without autograd (inference) the op is called directly, skipping the
+``autograd.Function`` machinery.
 """
 
 from __future__ import annotations
@@ -52,10 +57,17 @@ class _OneDnnLinear(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
+# Multiply-adds below which oneDNN's setup outweighs its faster GEMM: an 8 x 256 -> 1024 decode
+# linear (2M) is faster in MKL, a 8 x 256 -> 50,257 vocabulary projection (103M) in oneDNN.
+MIN_MULTIPLY_ADDS = 1 << 24
+
+
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """fp32 on CPU outside autocast and torch.compile (which picks its own kernels)."""
+    """fp32 on CPU outside autocast and torch.compile (which picks its own kernels), for
+    products big enough to repay oneDNN's setup."""
     return (ONEDNN_LINEAR is not None and ops.fast_kernels_enabled() and x.device.type == "cpu"
-            and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.numel() > 0
+            and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and x.numel() * weight.shape[0] >= MIN_MULTIPLY_ADDS
             and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
 
 
@@ -63,5 +75,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """``F.linear``, through oneDNN where ``usable``; unchanged elsewhere (GPU, bf16, ...)."""
     if not usable(x, weight):
         return F.linear(x, weight, bias)
-    out = _OneDnnLinear.apply(x.reshape(-1, x.shape[-1]).contiguous(), weight, bias)
+    rows = x.reshape(-1, x.shape[-1]).contiguous()
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                              or (bias is not None and bias.requires_grad))
+    out = _OneDnnLinear.apply(rows, weight, bias) if needs_grad else ONEDNN_LINEAR(rows, weight, bias, "none", [], "")
     return out.view(*x.shape[:-1], weight.shape[0])
