@@ -144,10 +144,10 @@ def roberta_batches(count: int, run: Run, vocab_size: int, seed: int) -> list[di
             body = rng.integers(ROBERTA_UNK + 1, mask_id, run.seq_len - 2)
             body[rng.random(len(body)) < 1 / DOCUMENT_TOKENS] = ROBERTA_EOS  # document boundaries
             ids = np.concatenate(([ROBERTA_BOS], body, [ROBERTA_EOS]))
+            # floor(0.15 * len + U) >= 1 predictions per row from 7 tokens on
             masked, labels = fairseq_mask_tokens(ids, rng, vocab_size=vocab_size, mask_id=mask_id,
                                                  special_ids=specials)
             rows.append({"input_ids": masked, "token_type_ids": np.zeros_like(ids), "labels": labels})
-        rows[0]["labels"][1] = rows[0]["input_ids"][1]  # at least one prediction per batch
         batches.append(collate(rows, ROBERTA_PAD))
     return batches
 
