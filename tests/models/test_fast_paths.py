@@ -231,7 +231,11 @@ def test_gradients_match_transformers(tmp_path):
 @pytest.mark.skipif(ONEDNN_LINEAR is None, reason="this torch build has no oneDNN")
 @pytest.mark.parametrize("shape", [(37, 16, 48), (37, 48, 16), (5, 3, 7, 11)])  # (..., in, out)
 @pytest.mark.parametrize("bias", [True, False])
-def test_onednn_linear_matches_f_linear(shape, bias):
+@pytest.mark.parametrize("weight_grad_mkl", [True, False])
+def test_onednn_linear_matches_f_linear(shape, bias, weight_grad_mkl, monkeypatch):
+    from lmforge.ops import onednn_linear
+
+    monkeypatch.setattr(onednn_linear, "WEIGHT_GRAD_MKL", weight_grad_mkl)
     g = torch.Generator().manual_seed(0)
     *lead, inputs, outputs = shape
     x = torch.randn(*lead, inputs, generator=g, requires_grad=True)
