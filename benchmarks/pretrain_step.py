@@ -1,35 +1,55 @@
-"""Masked-LM pretraining steps: lmforge against transformers' BertForMaskedLM, in one process.
+"""Pretraining steps: lmforge against transformers, in one process, for BERT, RoBERTa and ALBERT.
 
-    python benchmarks/pretrain_step.py --device cpu             # issue 5's CPU target
+    python benchmarks/pretrain_step.py --device cpu             # issue 5's CPU target (BERT)
+    python benchmarks/pretrain_step.py --device cpu --family roberta   # issue 9's CPU targets
+    python benchmarks/pretrain_step.py --device cpu --family albert
     python benchmarks/pretrain_step.py --device cuda            # BERT-base, bf16, seq 128 and 512
     python benchmarks/pretrain_step.py --device cuda --dry-run  # the GPU path, tiny, on CPU if no GPU
 
 Both sides start from the same weights (lmforge builds the model, transformers loads its HF
-export) and train on the same batches: sequences of uniformly drawn real lengths (a quarter of
-``--seq-len`` to ``--seq-len``) padded to the longest, 15% of real tokens chosen for prediction
-(80/10/10 corrupted), dropout as configured (0.1). One step is forward, backward, gradient
-clipping at 1.0, AdamW and zeroing the gradients, as each side's own training loop does it:
+export) and train on the same batches, with dropout as the family's preset has it (0.1 for
+BERT and RoBERTa, none for ALBERT v2). The batches, per ``--family``:
 
-* lmforge: ``MaskedLMObjective`` with ``unpad=True`` (real tokens only, vocabulary head on
-  the chosen positions) and the optimizer ``lmforge.training.loop.Trainer`` builds (AdamW,
-  BERT's no-decay groups, fused kernel on GPU only).
-* transformers: ``BertForMaskedLM(attn_implementation="sdpa")`` on the padded batch with
-  labels -100 off the chosen positions, and the optimizer the transformers ``Trainer`` builds
-  by default with torch >= 2.8 (``adamw_torch_fused``).
+* ``bert``: sequences of uniformly drawn real lengths (a quarter of ``--seq-len`` to
+  ``--seq-len``) padded to the longest, 15% of real tokens chosen for prediction (80/10/10
+  corrupted). Model: ``bert-mini`` on CPU (4 layers, H 256, vocab 30,522).
+* ``roberta``: FULL-SENTENCES blocks (Liu et al. 2019 §4.2) as packing leaves them when the
+  corpus is long: every row full, ``<s> ... </s>`` with a ``</s>`` where a new document starts
+  inside the block; masked by lmforge's ``fairseq_mask_tokens`` (count floor(0.15 * len +
+  U[0,1)), any position, 80/10/10). Model: ``roberta-base`` cut to 4 layers, H 256, 4 heads,
+  I 1024 on CPU (vocab 50,265).
+* ``albert``: ``[CLS] A [SEP] B [SEP]`` pairs as google-research/albert builds them (full length
+  with p 0.9, else a short target uniform in [5, seq_len]), a sentence-order label per pair,
+  n-gram masking by lmforge's ``mask_tokens`` (n <= 3, at most 20 predictions). Model:
+  ``albert-base-v2`` cut to 4 layers sharing one group on CPU (H 768, E 128, vocab 30,000).
 
-Before timing, the first batch's loss is compared in eval mode (no dropout) and fp32: it must
-agree within 1e-4. Then warm-up steps, then ``--repeats`` rounds in which each side runs the
-same ``--steps`` batches, the side going first alternating. Throughput counts real (non-pad)
-tokens only. GPU runs use bf16 autocast on both sides.
+One step is forward, backward, gradient clipping at 1.0, AdamW and zeroing the gradients, as
+each side's own training loop does it:
+
+* lmforge: ``MaskedLMObjective`` (with ``pair_task="sop"`` for ALBERT) with ``unpad=True``
+  (real tokens only, vocabulary head on the chosen positions) and lmforge's optimizer (AdamW,
+  BERT's no-decay groups; fused as ``lmforge.training.loop.Trainer`` builds it for RoBERTa and
+  ALBERT; for BERT the for-loop kernel on CPU its RESULTS.md figures were taken with).
+* transformers: ``BertForMaskedLM`` / ``RobertaForMaskedLM`` / ``AlbertForPreTraining``
+  (``attn_implementation="sdpa"``) on the padded batch with labels -100 off the chosen
+  positions (and ``sentence_order_label``), and the optimizer the transformers ``Trainer``
+  builds by default with torch >= 2.8 (``adamw_torch_fused``).
+
+Before timing, the first batch's loss (MLM, plus SOP for ALBERT) is compared in eval mode (no
+dropout) and fp32: it must agree within 1e-4. Then warm-up steps, then ``--repeats`` rounds in
+which each side runs the same ``--steps`` batches, the side going first alternating.
+Throughput counts real (non-pad) tokens only. GPU runs use bf16 autocast on both sides.
 
 Model FLOPs per step (for MFU on GPU), counted on real tokens only, the same for both sides:
 
-    6 * P * N                      P: parameters of the transformer layers (not embeddings,
-                                      not the MLM head); N: real tokens (forward 2, backward 4)
+    6 * P * N                      P: parameters each token goes through in the transformer
+                                      layers, a shared layer counted each time it runs, plus
+                                      ALBERT's E -> H projection (not embedding tables, not
+                                      the heads); N: real tokens (forward 2, backward 4)
   + 12 * L * H * sum_i T_i^2       attention scores and weighted values of each sequence of
                                       real length T_i: forward 4*T*H per token and layer, x3
-  + 6 * (H*H + H*V) * M            MLM head (transform dense and vocabulary projection) on the
-                                      M predicted positions only
+  + 6 * (H*W + W*V) * M            MLM head (transform dense H -> W and vocabulary projection;
+                                      W = E for ALBERT, else H) on the M predicted positions
 
 MFU = FLOPs / seconds / peak, with the dense bf16 peak of the detected GPU (989 TFLOP/s for
 H100 SXM and H200).
@@ -40,16 +60,18 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, machine, median, offline, peak_flops, print_json, print_table  # noqa: E402
 
-CPU_TARGET = dict(preset="bert-mini", runs=[(128, 32)], repeats=7, warmup=2, steps=1)  # (seq_len, batch)
-GPU_TARGET = dict(preset="bert-base-uncased", runs=[(128, 256), (512, 64)], repeats=5, warmup=3, steps=5)
+CPU_TARGET = dict(runs=[(128, 32)], repeats=7, warmup=2, steps=1)  # (seq_len, batch)
+GPU_TARGET = dict(runs=[(128, 256), (512, 64)], repeats=5, warmup=3, steps=5)
 DRY_RUN = dict(runs=[(32, 4), (64, 2)], repeats=1, warmup=1, steps=1)
 TINY = dict(num_layers=2, hidden_size=64, num_heads=2, intermediate_size=128, vocab_size=1024)
 MASK_ID, FIRST_WORD_ID = 103, 1000  # BERT's [MASK]; draw words above the special tokens
@@ -62,7 +84,7 @@ class Run:
 
 
 def make_batches(count: int, run: Run, vocab_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
-    """Padded MLM batches: [CLS] words [SEP], real lengths uniform in [seq_len/4, seq_len]."""
+    """Padded BERT MLM batches: [CLS] words [SEP], real lengths uniform in [seq_len/4, seq_len]."""
     g = torch.Generator().manual_seed(seed)
     batches = []
     for _ in range(count):
@@ -87,31 +109,132 @@ def make_batches(count: int, run: Run, vocab_size: int, seed: int) -> list[dict[
     return batches
 
 
-def build_pair(config, device: torch.device, directory: Path):
-    """(lmforge ForMaskedLM, transformers BertForMaskedLM) with identical weights."""
+def collate(rows: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad examples (input_ids, token_type_ids, labels[, next_sentence_label]) to the longest."""
+    width = max(len(r["input_ids"]) for r in rows)
+    fill = {"input_ids": pad_id, "token_type_ids": 0, "labels": -100}
+    batch = {key: torch.full((len(rows), width), value, dtype=torch.long) for key, value in fill.items()}
+    batch["attention_mask"] = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        for key in fill:
+            batch[key][i, :n] = torch.from_numpy(r[key])
+        batch["attention_mask"][i, :n] = 1
+    if "next_sentence_label" in rows[0]:
+        batch["next_sentence_label"] = torch.tensor([int(r["next_sentence_label"]) for r in rows])
+    return batch
+
+
+# RoBERTa's dictionary: <s> 0, <pad> 1, </s> 2, <unk> 3, words, and <mask> last.
+ROBERTA_BOS, ROBERTA_PAD, ROBERTA_EOS, ROBERTA_UNK = 0, 1, 2, 3
+DOCUMENT_TOKENS = 400  # mean document length in the synthetic stream (a </s> inside ~1 block in 3)
+
+
+def roberta_batches(count: int, run: Run, vocab_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """Full FULL-SENTENCES blocks, masked as fairseq's MaskTokensDataset does."""
+    from lmforge.objectives.mlm import fairseq_mask_tokens
+
+    rng = np.random.default_rng(seed)
+    mask_id = vocab_size - 1
+    specials = (ROBERTA_BOS, ROBERTA_PAD, ROBERTA_EOS, ROBERTA_UNK, mask_id)
+    batches = []
+    for _ in range(count):
+        rows = []
+        for _ in range(run.batch_size):
+            body = rng.integers(ROBERTA_UNK + 1, mask_id, run.seq_len - 2)
+            body[rng.random(len(body)) < 1 / DOCUMENT_TOKENS] = ROBERTA_EOS  # document boundaries
+            ids = np.concatenate(([ROBERTA_BOS], body, [ROBERTA_EOS]))
+            # floor(0.15 * len + U) >= 1 predictions per row from 7 tokens on
+            masked, labels = fairseq_mask_tokens(ids, rng, vocab_size=vocab_size, mask_id=mask_id,
+                                                 special_ids=specials)
+            rows.append({"input_ids": masked, "token_type_ids": np.zeros_like(ids), "labels": labels})
+        batches.append(collate(rows, ROBERTA_PAD))
+    return batches
+
+
+# ALBERT's SentencePiece vocabulary: <pad> 0, <unk> 1, [CLS] 2, [SEP] 3, [MASK] 4.
+ALBERT_PAD, ALBERT_CLS, ALBERT_SEP, ALBERT_MASK = 0, 2, 3, 4
+SHORT_SEQ_PROB = 0.1  # google-research/albert's default: a short target length 10% of the time
+
+
+def albert_batches(count: int, run: Run, vocab_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """Sentence-order pairs with n-gram masking, as google-research/albert's data builder shapes them."""
+    from lmforge.objectives.mlm import mask_tokens
+
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        rows = []
+        for _ in range(run.batch_size):
+            length = run.seq_len if rng.random() >= SHORT_SEQ_PROB else int(rng.integers(5, run.seq_len + 1))
+            body = length - 3
+            len_a = int(rng.integers(1, body))
+            a = rng.integers(ALBERT_MASK + 1, vocab_size, len_a)
+            b = rng.integers(ALBERT_MASK + 1, vocab_size, body - len_a)
+            ids = np.concatenate(([ALBERT_CLS], a, [ALBERT_SEP], b, [ALBERT_SEP]))
+            types = np.concatenate((np.zeros(len_a + 2, dtype=np.int64), np.ones(body - len_a + 1, dtype=np.int64)))
+            masked, labels = mask_tokens(ids, rng, vocab_size=vocab_size, mask_id=ALBERT_MASK,
+                                         special_ids=(ALBERT_PAD, ALBERT_CLS, ALBERT_SEP), max_ngram=3)
+            rows.append({"input_ids": masked, "token_type_ids": types, "labels": labels,
+                         "next_sentence_label": rng.integers(0, 2)})
+        batches.append(collate(rows, ALBERT_PAD))
+    return batches
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a family's benchmark needs: its models, batches and the reference's argument names."""
+
+    cpu_preset: str
+    cpu_shape: dict  # overrides of the preset on CPU
+    gpu_preset: str
+    task: str  # lmforge's task; exports as ``reference``
+    reference: str  # transformers class
+    batches: Callable[[int, Run, int, int], list[dict[str, torch.Tensor]]]
+    pad_id: int
+    pair_task: str = "nsp"
+    tiny: dict = field(default_factory=dict)  # extra --dry-run overrides
+    reference_names: dict = field(default_factory=dict)  # batch key -> the reference's argument
+    fused_cpu_optimizer: bool = True  # lmforge's Trainer builds fused AdamW on every device
+
+
+FAMILIES = {
+    # BERT's figures in RESULTS.md were taken with the CPU for-loop AdamW; kept for comparability.
+    "bert": Setup("bert-mini", {}, "bert-base-uncased", "masked_lm", "BertForMaskedLM", make_batches, 0,
+                  fused_cpu_optimizer=False),
+    "roberta": Setup("roberta-base", dict(num_layers=4, hidden_size=256, num_heads=4, intermediate_size=1024),
+                     "roberta-base", "masked_lm", "RobertaForMaskedLM", roberta_batches, ROBERTA_PAD),
+    "albert": Setup("albert-base-v2", dict(num_layers=4), "albert-base-v2", "pretraining", "AlbertForPreTraining",
+                    albert_batches, ALBERT_PAD, pair_task="sop", tiny=dict(embedding_size=32),
+                    reference_names={"next_sentence_label": "sentence_order_label"}),
+}
+
+
+def build_pair(config, device: torch.device, directory: Path, setup: Setup = FAMILIES["bert"]):
+    """(lmforge model, transformers model) with identical weights."""
     import transformers
 
     import lmforge
 
-    ours = lmforge.build(config, task="masked_lm", seed=0)
+    ours = lmforge.build(config, task=setup.task, seed=0)
     lmforge.save(ours, directory, format="hf")
-    reference = transformers.BertForMaskedLM.from_pretrained(directory, attn_implementation="sdpa")
+    reference = getattr(transformers, setup.reference).from_pretrained(directory, attn_implementation="sdpa")
     return ours.to(device), reference.to(device)
 
 
-def lmforge_optimizer(model, device: torch.device) -> torch.optim.Optimizer:
-    """The optimizer lmforge's Trainer builds (training/loop.py), with its default settings."""
+def lmforge_optimizer(model, device: torch.device, fused_cpu: bool = False) -> torch.optim.Optimizer:
+    """lmforge's AdamW (training/loop.py's groups and defaults); fused on CPU when ``fused_cpu``."""
     from lmforge.training.loop import TrainConfig, param_groups
 
     cfg = TrainConfig()
-    fused = {"fused": True} if device.type == "cuda" else {}
+    fused = {"fused": True} if device.type == "cuda" or fused_cpu else {}
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                              betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, **fused)
 
 
 def transformers_optimizer(model) -> torch.optim.Optimizer:
     """transformers' Trainer default (optim="adamw_torch_fused", weight decay off biases and
-    LayerNorm weights, which for BERT is the same split as lmforge's), with lmforge's values."""
+    LayerNorm weights, which for these encoders is the same split as lmforge's), with lmforge's values."""
     from lmforge.training.loop import TrainConfig, param_groups
 
     cfg = TrainConfig()
@@ -123,52 +246,78 @@ def on(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def applied_layer_params(model) -> int:
+    """Parameters a token goes through in the stack (a shared layer once per run of it), plus an
+    embedding projection (ALBERT's E -> H)."""
+    stack = model.backbone.encoder
+    total = sum(p.numel() for block in stack.schedule for p in block.parameters())
+    if stack.final_norm is not None:
+        total += sum(p.numel() for p in stack.final_norm.parameters())
+    projection = model.backbone.embeddings.projection
+    return total + (0 if projection is None else sum(p.numel() for p in projection.parameters()))
+
+
 def model_flops(batch: dict, config, layer_params: int) -> float:
     """Useful FLOPs of one training step on ``batch`` (see the module docstring)."""
     lengths = batch["attention_mask"].sum(1).double()
     predicted = float((batch["labels"] != -100).sum())
-    hidden, vocab = config.hidden_size, config.vocab_size
+    hidden, width, vocab = config.hidden_size, config.embedding_width, config.vocab_size
     return (6 * layer_params * float(lengths.sum())
             + 12 * config.num_layers * hidden * float((lengths ** 2).sum())
-            + 6 * (hidden * hidden + hidden * vocab) * predicted)
+            + 6 * (hidden * width + width * vocab) * predicted)
 
 
-def check_losses(ours, reference, batch: dict) -> tuple[float, float]:
-    """First-batch MLM loss of both models in eval mode and fp32."""
+def lmforge_loss(objective, model, batch: dict) -> torch.Tensor:
+    """The loss lmforge's loop trains on: each term's sum over its count, added."""
+    counts = objective.counts(batch)
+    sums = objective.loss_sums(model, batch, unpad=True)
+    terms = [sums[name] / counts[name] for name in sums]
+    return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
+
+
+def reference_inputs(batch: dict, setup: Setup) -> dict:
+    return {setup.reference_names.get(k, k): v for k, v in batch.items()}
+
+
+def check_losses(ours, reference, batch: dict, setup: Setup = FAMILIES["bert"]) -> tuple[float, float]:
+    """First-batch pretraining loss of both models in eval mode and fp32."""
     from lmforge.objectives.mlm import MaskedLMObjective
 
-    objective = MaskedLMObjective()
+    objective = MaskedLMObjective(setup.pad_id, setup.pair_task)
     ours.eval(), reference.eval()
     with torch.no_grad():
-        ours_loss = objective.loss_sums(ours, batch, unpad=True)["mlm"] / objective.counts(batch)["mlm"]
-        reference_loss = reference(**batch).loss
+        ours_loss = lmforge_loss(objective, ours, batch)
+        reference_loss = reference(**reference_inputs(batch, setup)).loss
     return float(ours_loss), float(reference_loss)
 
 
-def benchmark(run: Run, config, device: torch.device, settings: dict, bf16: bool) -> dict:
+def benchmark(run: Run, config, device: torch.device, settings: dict, bf16: bool,
+              setup: Setup = FAMILIES["bert"]) -> dict:
     from lmforge.objectives.mlm import MaskedLMObjective
 
     pool = settings["warmup"] + settings["repeats"] * settings["steps"]
-    batches = [on(b, device) for b in make_batches(pool, run, config.vocab_size, seed=run.seq_len)]
+    batches = [on(b, device) for b in setup.batches(pool, run, config.vocab_size, run.seq_len)]
     with tempfile.TemporaryDirectory() as directory:
-        ours, reference = build_pair(config, device, Path(directory))
-    ours_loss, reference_loss = check_losses(ours, reference, batches[0])
+        ours, reference = build_pair(config, device, Path(directory), setup)
+    ours_loss, reference_loss = check_losses(ours, reference, batches[0], setup)
     if abs(ours_loss - reference_loss) > 1e-4:
         raise SystemExit(f"outputs differ: first-batch loss {ours_loss:.6f} (lmforge) vs {reference_loss:.6f}")
-    objective = MaskedLMObjective()
-    optimizers = {"lmforge": lmforge_optimizer(ours, device), "transformers": transformers_optimizer(reference)}
+    objective = MaskedLMObjective(setup.pad_id, setup.pair_task)
+    optimizers = {"lmforge": lmforge_optimizer(ours, device, setup.fused_cpu_optimizer),
+                  "transformers": transformers_optimizer(reference)}
+    reference_batches = [reference_inputs(b, setup) for b in batches]
 
-    def ours_step(batch):
+    def ours_step(index):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = objective.loss_sums(ours, batch, unpad=True)["mlm"] / objective.counts(batch)["mlm"]
+            loss = lmforge_loss(objective, ours, batches[index])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ours.parameters(), 1.0)
         optimizers["lmforge"].step()
         optimizers["lmforge"].zero_grad(set_to_none=True)
 
-    def reference_step(batch):
+    def reference_step(index):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = reference(**batch).loss
+            loss = reference(**reference_batches[index]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
         optimizers["transformers"].step()
@@ -176,21 +325,21 @@ def benchmark(run: Run, config, device: torch.device, settings: dict, bf16: bool
 
     ours.train(), reference.train()
     warmup, steps = settings["warmup"], settings["steps"]
-    for batch in batches[:warmup]:
-        ours_step(batch)
-        reference_step(batch)
+    for index in range(warmup):
+        ours_step(index)
+        reference_step(index)
 
     def rounds(step):
         def one(r: int) -> None:
-            for batch in batches[warmup + r * steps: warmup + (r + 1) * steps]:
-                step(batch)
+            for index in range(warmup + r * steps, warmup + (r + 1) * steps):
+                step(index)
         return one
 
     times = interleaved({"lmforge": rounds(ours_step), "transformers": rounds(reference_step)},
                         settings["repeats"], device)
     tokens = [sum(int(b["attention_mask"].sum()) for b in batches[warmup + r * steps: warmup + (r + 1) * steps])
               for r in range(settings["repeats"])]
-    layer_params = sum(p.numel() for p in ours.backbone.encoder.parameters())
+    layer_params = applied_layer_params(ours)
     flops = [sum(model_flops(b, config, layer_params) for b in batches[warmup + r * steps: warmup + (r + 1) * steps])
              for r in range(settings["repeats"])]
     result = {"seq_len": run.seq_len, "batch_size": run.batch_size, "loss_lmforge": ours_loss,
@@ -339,8 +488,11 @@ def ablation(run: Run, config, settings: dict) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", choices=list(FAMILIES), default="bert",
+                        help="bert (issue 5), roberta or albert (issue 9): models and batches (module docstring)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="cpu: bert-mini in fp32 (issue 5's CPU target); cuda: BERT-base in bf16")
+                        help="cpu: the family's small model in fp32 (bert-mini for BERT); cuda: its base "
+                             "preset in bf16")
     parser.add_argument("--seq-len", type=int, nargs="+", help="sequence length(s) (default: 128 cpu; 128 512 cuda)")
     parser.add_argument("--batch-size", type=int, help="sequences per step (default: 32 cpu; 256 at 128, 64 at 512 cuda)")
     parser.add_argument("--repeats", type=int, help="timed rounds per side (default: 7 cpu, 5 cuda)")
@@ -358,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from lmforge.families import get_preset
 
+    setup = FAMILIES[args.family]
     settings = dict(GPU_TARGET if args.device == "cuda" else CPU_TARGET)
     bf16 = args.device == "cuda"
     device = torch.device(args.device)
@@ -367,9 +520,12 @@ def main(argv: list[str] | None = None) -> int:
             device = torch.device("cpu")
     elif args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no GPU here (use --dry-run to check the code path on CPU)")
-    config = get_preset(settings["preset"])
+    if args.device == "cuda":
+        config = get_preset(setup.gpu_preset)
+    else:
+        config = get_preset(setup.cpu_preset).replace(**setup.cpu_shape)
     if args.dry_run:
-        config = config.replace(**TINY, max_positions=max([64, *(args.seq_len or [])]))
+        config = config.replace(**TINY, **setup.tiny, max_positions=max([64, *(args.seq_len or [])]))
     for key in ("repeats", "steps", "warmup"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
@@ -383,24 +539,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.ablation:
         if device.type != "cpu":
             raise SystemExit("--ablation measures the CPU means; use --device cpu")
+        if args.family != "bert":
+            raise SystemExit("--ablation runs on BERT (--family bert)")
         return ablation(runs[0], config, settings)
-    results = [benchmark(run, config, device, settings, bf16) for run in runs]
-    what = (f"{config.num_layers} layers, H {config.hidden_size}, {config.num_heads} heads, "
-            f"I {config.intermediate_size}, V {config.vocab_size}")
+    results = [benchmark(run, config, device, settings, bf16, setup) for run in runs]
+    shared = f" sharing {config.num_layer_groups} group(s)" if config.num_layer_groups else ""
+    factorised = f", E {config.embedding_size}" if config.embedding_size else ""
+    what = (f"{args.family}: {config.num_layers} layers{shared}, H {config.hidden_size}, {config.num_heads} heads, "
+            f"I {config.intermediate_size}{factorised}, V {config.vocab_size}")
     rows = []
     for r in results:
         for side in ("lmforge", "transformers"):
             rows.append([f"{side} {r['batch_size']}x{r['seq_len']}", r[side], r[f"{side}_step_s"],
                          f"{100 * r[f'{side}_mfu']:.1f}%" if f"{side}_mfu" in r else "-"])
         rows.append([f"ratio {r['batch_size']}x{r['seq_len']}", r["ratio"], f"paired {r['paired_ratio']:.2f}", ""])
-    print_table(f"MLM pretraining step ({what}; {'bf16' if bf16 else 'fp32'}; {device.type}); "
+    print_table(f"{'MLM + SOP' if setup.pair_task == 'sop' else 'MLM'} pretraining step ({what}; {'bf16' if bf16 else 'fp32'}; {device.type}); "
                 f"repeats {settings['repeats']} x {settings['steps']} step(s); {machine(device)}",
                 ["side", "real tokens/s", "s/step", "MFU"], rows)
     for r in results:
         print(f"first-batch loss (eval, fp32) {r['batch_size']}x{r['seq_len']}: lmforge {r['loss_lmforge']:.6f}, "
               f"transformers {r['loss_transformers']:.6f}")
     worst = min(results, key=lambda r: r["ratio"])
-    print_json({"benchmark": "pretrain_step", "device": device.type, "machine": machine(device),
+    print_json({"benchmark": "pretrain_step", "family": args.family, "device": device.type, "machine": machine(device),
                 "dry_run": args.dry_run, "model": what, "ours": worst["lmforge"], "reference": worst["transformers"],
                 "ratio": worst["ratio"], "repeats": settings["repeats"], "runs": results})
     return 0

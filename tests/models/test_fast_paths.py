@@ -114,6 +114,49 @@ def test_pretraining_unpad_and_predict_mask(models, left):
     assert_same_grads(fast_grads, simple_grads)
 
 
+def test_full_rows_attend_in_place(models):
+    """Packed blocks (every row full, RoBERTa's FULL-SENTENCES): the tokens already are the
+    attention grid, so no copy is made; outputs and every gradient equal the padded path's."""
+    model = models["pretraining"]
+    g = torch.Generator().manual_seed(11)
+    ids = torch.randint(1, VOCAB, (3, WIDTH), generator=g)
+    mask, types = torch.ones_like(ids), (torch.arange(WIDTH) >= 4).long().expand(3, -1)
+    assert JaggedLayout.from_mask(mask).grid_mask is None  # the in-place case
+    chosen = torch.rand(ids.shape, generator=g) < 0.5
+    labels, pair = ids[chosen], torch.tensor([0, 1, 1])
+
+    def fast(m):
+        out = m(ids, mask, types, predict_mask=chosen, unpad=True)
+        loss = F.cross_entropy(out.mlm_logits, labels) + F.cross_entropy(out.pair_logits, pair)
+        return loss, [out.mlm_logits, out.pair_logits, out.encoder.padded()]
+
+    def simple(m):
+        out = m(ids, mask, types)
+        loss = F.cross_entropy(out.mlm_logits[chosen], labels) + F.cross_entropy(out.pair_logits, pair)
+        return loss, [out.mlm_logits[chosen], out.pair_logits, out.encoder.last_hidden_state]
+
+    fast_out, fast_loss, fast_grads = run(model, fast)
+    with fast_kernels(False):
+        simple_out, simple_loss, simple_grads = run(model, simple)
+    for a, b, what in zip(fast_out, simple_out, ["MLM logits", "pair logits", "hidden states"]):
+        assert_close(a, b, what)
+    assert_close(fast_loss, simple_loss, "loss")
+    assert len(simple_grads) == sum(1 for p in model.parameters())
+    assert_same_grads(fast_grads, simple_grads)
+
+
+def test_take_rows_is_index_select():
+    """``layout.take_rows`` (distinct rows, index_copy backward) against index_select."""
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(10, 6, generator=g, requires_grad=True)
+    index = torch.tensor([7, 0, 3, 9])
+    upstream = torch.randn(4, 6, generator=g)
+    taken = layout.take_rows(x, index)
+    assert torch.equal(taken, x.index_select(0, index))
+    assert torch.equal(torch.autograd.grad(taken, x, upstream)[0],
+                       torch.autograd.grad(x.index_select(0, index), x, upstream)[0])
+
+
 @pytest.mark.parametrize("left", [False, True])
 @pytest.mark.parametrize("task", ["sequence_classification", "token_classification", "question_answering"])
 def test_task_heads_unpad(models, task, left):
@@ -188,10 +231,12 @@ def test_gradients_match_transformers(tmp_path):
 @pytest.mark.skipif(ONEDNN_LINEAR is None, reason="this torch build has no oneDNN")
 @pytest.mark.parametrize("shape", [(37, 16, 48), (37, 48, 16), (5, 3, 7, 11)])  # (..., in, out)
 @pytest.mark.parametrize("bias", [True, False])
-def test_onednn_linear_matches_f_linear(shape, bias, monkeypatch):
+@pytest.mark.parametrize("weight_grad_mkl", [True, False])
+def test_onednn_linear_matches_f_linear(shape, bias, weight_grad_mkl, monkeypatch):
     from lmforge.ops import onednn_linear
 
     monkeypatch.setattr(onednn_linear, "MIN_MULTIPLY_ADDS", 0)  # these small shapes would stay in F.linear
+    monkeypatch.setattr(onednn_linear, "WEIGHT_GRAD_MKL", weight_grad_mkl)
     g = torch.Generator().manual_seed(0)
     *lead, inputs, outputs = shape
     x = torch.randn(*lead, inputs, generator=g, requires_grad=True)

@@ -34,6 +34,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from lmforge.ops import cpu_attention
 
@@ -79,6 +80,31 @@ def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, heads, T, d) -> (B, T, H); free when the kernel wrote (B, T, heads, d) memory."""
     return x.transpose(1, 2).flatten(2)
+
+
+class _TakeRows(torch.autograd.Function):
+    """``x.index_select(0, index)`` for distinct indices. index_select's backward adds the rows
+    back with ``index_add_``, which CPU runs as an element-wise scatter-add: for a (1006, 768)
+    gradient 120 ms against 20 ms for ``index_copy_``, which distinct indices allow."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.rows = x.shape[0]
+        return x.index_select(0, index)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.rows, *grad.shape[1:]).index_copy_(0, index, grad), None
+
+
+def take_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` (distinct) of ``x``, as ``x.index_select(0, index)`` with a faster backward."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return _TakeRows.apply(x, index)
+    return x.index_select(0, index)
 
 
 def _last_index(flags: torch.Tensor) -> torch.Tensor:
@@ -208,7 +234,7 @@ class JaggedLayout:
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """(B, T, ...) -> (N, ...) keeping real tokens only."""
-        return padded.flatten(0, 1).index_select(0, self.token_index)
+        return take_rows(padded.flatten(0, 1), self.token_index)
 
     def to_padded(self, hidden: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
         """(N, ...) -> (B, T, ...) with ``fill`` at padding."""
@@ -240,7 +266,8 @@ class JaggedLayout:
             rows = torch.where(input_ids == eos_token_id, torch.arange(self.num_tokens, device=hidden.device), -1)
             index = torch.full((self.batch_size,), -1, device=hidden.device).scatter_reduce(
                 0, sequence, rows, reduce="amax").clamp(min=0)
-        return hidden.index_select(0, index)
+            return hidden.index_select(0, index)  # may repeat row 0
+        return take_rows(hidden, index)
 
     # -- attention on the (B, max_len) grid -------------------------------------------------
     @property
@@ -264,12 +291,17 @@ class JaggedLayout:
     def _to_grid(self, x: torch.Tensor) -> torch.Tensor:
         """(N, W) -> (B, max_len, W), zeros at padding: zeros, not garbage, because masked
         keys still meet the softmax as 0 * value and 0 * NaN would poison real rows."""
+        if self.grid_mask is None:
+            # Every sequence is max_len long (packed blocks), so the tokens already are the grid:
+            # no zero-filled copy, and no scatter-add in the backward pass.
+            return x.view(self.batch_size, self.max_len, -1)
         grid = x.new_zeros(self.batch_size * self.max_len, x.shape[-1])
         return grid.index_copy(0, self.grid_index, x).view(self.batch_size, self.max_len, -1)
 
     def _from_grid(self, out: torch.Tensor) -> torch.Tensor:
         """(B, heads, max_len, d) -> (N, heads*d), real rows only."""
-        return _merge_heads(out).reshape(self.batch_size * self.max_len, -1).index_select(0, self.grid_index)
+        rows = _merge_heads(out).reshape(self.batch_size * self.max_len, -1)
+        return rows if self.grid_mask is None else take_rows(rows, self.grid_index)
 
     # -- attention on nested jagged tensors --------------------------------------------------
     def _nested(self, x: torch.Tensor, num_heads: int) -> torch.Tensor:

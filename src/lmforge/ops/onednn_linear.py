@@ -30,6 +30,25 @@ def _onednn_linear_op():
 ONEDNN_LINEAR = _onednn_linear_op()
 
 
+def _intel_cpu() -> bool:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return any(line.startswith("vendor_id") and "GenuineIntel" in line for line in cpuinfo)
+    except OSError:
+        return False
+
+
+# Where the weight gradient's GEMM runs. On the Intel Xeon we measured (2 cores, KVM guest), MKL's
+# sgemm with transposed operands beats oneDNN, which copies a transposed operand and hands back
+# a transposed gradient that autograd then copies into the parameter's layout. The weight
+# gradient of ALBERT-base's 768 x 3072 feed-forward took 130-230 ms in MKL against 390-780 ms in
+# oneDNN (4,000 tokens, 2 threads), and ALBERT's pretraining step went from 1.0x to 1.3x
+# transformers' (benchmarks/pretrain_step.py --family albert, twice each on the same loaded
+# machine; RoBERTa's 4-layer step unchanged). On the AMD CPUs of RESULTS.md oneDNN was twice
+# MKL's speed, so elsewhere the weight gradient stays in oneDNN (not re-measured there).
+WEIGHT_GRAD_MKL = _intel_cpu()
+
+
 class _OneDnnLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -45,7 +64,9 @@ class _OneDnnLinear(torch.autograd.Function):
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_x = ONEDNN_LINEAR(grad, weight.t(), None, "none", [], "")  # (N, O) @ (O, I)
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and WEIGHT_GRAD_MKL:
+            grad_weight = grad.t().mm(x)  # (O, N) @ (N, I), row-major like the weight
+        elif ctx.needs_input_grad[1]:
             # oneDNN copies a transposed first operand to row-major, so transpose the smaller
             # of grad (N, O) and x (N, I): for the vocabulary projection this halves the time.
             if weight.shape[0] > weight.shape[1]:
