@@ -20,7 +20,7 @@ from lmforge.models.build import build_model, task_model_class
 
 # Files a hub download needs; safetensors preferred, the .bin only as a fallback.
 _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "vocab.txt", "vocab.json",
-                 "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+                 "merges.txt", "spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 
 
 def build(preset_or_config: str | ModelConfig, task: str = "pretraining", seed: int | None = None, **changes) -> nn.Module:
@@ -70,7 +70,9 @@ def load_tokenizer(path_or_hub_id: str | Path):
     from lmforge.tokenization import Tokenizer
 
     directory = resolve_checkpoint(path_or_hub_id)
-    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt", "vocab.json")):
+    from lmforge.tokenization.hf_files import has_tokenizer
+
+    if not has_tokenizer(directory):
         return None
     return Tokenizer.from_dir(directory)
 

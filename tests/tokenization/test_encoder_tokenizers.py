@@ -139,6 +139,16 @@ def test_spiece_model_matches_albert_tokenizer_fast(corpus, tmp_path):
         assert again.encode(text)["input_ids"] == ours.encode(text)["input_ids"], text
 
 
+def test_a_checkpoint_with_only_spiece_model_has_a_tokenizer(corpus, tmp_path):
+    """ALBERT hub repositories ship spiece.model without tokenizer.json: lmforge.load finds it."""
+    from lmforge.api import load_tokenizer
+
+    directory = _train_spiece(corpus, tmp_path / "albert")
+    found = load_tokenizer(directory)
+    assert found is not None and found.kind == "unigram"
+    assert found.encode("a word")["input_ids"] == Tokenizer.from_dir(directory).encode("a word")["input_ids"]
+
+
 def test_spiece_model_cased_options(corpus, tmp_path):
     """do_lower_case / keep_accents from tokenizer_config.json, as AlbertTokenizer reads them."""
     transformers = pytest.importorskip("transformers")

@@ -147,7 +147,9 @@ def check_model_dir(path: str | Path, flag: str = "--model") -> Path:
 
 
 def _tokenizer_size(directory: Path) -> int | None:
-    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt", "vocab.json")):
+    from lmforge.tokenization.hf_files import has_tokenizer
+
+    if not has_tokenizer(directory):
         return None
     from lmforge.tokenization import Tokenizer
 

@@ -43,6 +43,14 @@ class LoadedDirectory:
     model_max_length: int
 
 
+# Any one of these makes a directory a tokenizer directory (merges.txt goes with vocab.json).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model")
+
+
+def has_tokenizer(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in TOKENIZER_FILES)
+
+
 def load_directory(path: str | Path) -> LoadedDirectory:
     directory = Path(path)
     if not directory.is_dir():
