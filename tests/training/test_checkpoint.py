@@ -14,8 +14,15 @@ import torch
 import lmforge
 from lmforge.errors import UserError
 from lmforge.training.checkpoint import (
-    COMPLETE, LEGACY_STATE, STATE_JSON, STATE_TENSORS, is_complete, latest_checkpoint, load_checkpoint,
-    save_checkpoint)
+    COMPLETE,
+    LEGACY_STATE,
+    STATE_JSON,
+    STATE_TENSORS,
+    is_complete,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def _training_objects(seed=0):

@@ -4,13 +4,10 @@ GPT's post-norm openai-gpt shape), the tokenizer's end/start-of-text ids reach t
 config.json, pretrain -> generate from the command line, exact resume after SIGKILL; recipe checks."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from kill_resume import resumed_run_equals_uninterrupted
 
 from lmforge.errors import UserError
 from lmforge.pretraining import load_recipe, run_pretraining, validate_recipe
@@ -126,38 +123,10 @@ def test_trains_its_own_byte_level_tokenizer(tmp_path):
     assert source["tokenizer"]["train"] == "gpt2_byte_bpe"
 
 
-def _cli(out, *sets):
-    return [sys.executable, "-m", "lmforge", "pretrain", str(GPT2_TINY), "--out", str(out),
-            *[a for s in sets for a in ("--set", s)]]
-
-
 def test_sigkill_and_resume_equals_uninterrupted(prepared, tmp_path):
-    sets = [f"data.prepared={prepared}", "train.max_steps=16", "train.save_every=4", "train.log_every=1",
-            "train.eval_every=8", "export_hf=false", "objective.document_attention=true"]
-    subprocess.run(_cli(tmp_path / "full", *sets), check=True, env=env(), capture_output=True)
-    proc = subprocess.Popen(_cli(tmp_path / "cut", *sets), env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    latest = tmp_path / "cut" / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and latest.read_text().strip() >= "step-00000008":
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    state = tmp_path / "cut" / "checkpoints" / latest.read_text().strip() / "trainer_state.json"
-    killed_at = json.loads(state.read_text())["step"]
-    assert 0 < killed_at < 16
-    subprocess.run(_cli(tmp_path / "cut", *sets) + ["--resume"], check=True, env=env(), capture_output=True)
-    full = read_metrics(tmp_path / "full" / "metrics.jsonl")
-    resumed = read_metrics(tmp_path / "cut" / "metrics.jsonl")
-    assert [m["step"] for m in full] == [m["step"] for m in resumed]
-    compared = 0
-    for a, b in zip(full, resumed):
-        for key in ("loss", "lm_loss", "eval_lm_loss", "eval_lm_accuracy", "eval_perplexity"):
-            if key in a:
-                assert a[key] == pytest.approx(b[key], rel=1e-5), (a["step"], key)
-                compared += 1
+    compared = resumed_run_equals_uninterrupted(
+        GPT2_TINY, tmp_path, [f"data.prepared={prepared}", "objective.document_attention=true"],
+        ("loss", "lm_loss", "eval_lm_loss", "eval_lm_accuracy", "eval_perplexity"), dict(rel=1e-5))
     assert compared > 30
 
 

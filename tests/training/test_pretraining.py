@@ -3,13 +3,12 @@ and 2-process DDP (gloo) equal to one process with the same global batch."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from kill_resume import resumed_run_equals_uninterrupted
 
 from lmforge.errors import UserError
 from lmforge.pretraining import load_recipe, run_pretraining
@@ -88,30 +87,10 @@ def _cli(out, *sets):
 
 
 def test_sigkill_and_resume_equals_uninterrupted(prepared, tmp_path):
-    sets = [f"data.prepared={prepared}", "train.max_steps=16", "train.save_every=4", "train.log_every=1",
-            "train.eval_every=8", "export_hf=false"]
-    subprocess.run(_cli(tmp_path / "full", *sets), check=True, env=env(), capture_output=True)
-    # Kill -9 as soon as a mid-run checkpoint exists, then resume.
-    proc = subprocess.Popen(_cli(tmp_path / "cut", *sets), env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    latest = tmp_path / "cut" / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and latest.read_text().strip() >= "step-00000008":
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = json.loads((tmp_path / "cut" / "checkpoints" / latest.read_text().strip() / "trainer_state.json").read_text())["step"]
-    assert 0 < killed_at < 16
-    subprocess.run(_cli(tmp_path / "cut", *sets) + ["--resume"], check=True, env=env(), capture_output=True)
-    full = read_metrics(tmp_path / "full" / "metrics.jsonl")
-    resumed = read_metrics(tmp_path / "cut" / "metrics.jsonl")
-    assert [m["step"] for m in full] == [m["step"] for m in resumed]
-    for a, b in zip(full, resumed):
-        for key in ("loss", "mlm_loss", "nsp_loss", "eval_mlm_loss", "eval_nsp_accuracy"):
-            if key in a:
-                assert a[key] == pytest.approx(b[key], abs=1e-5), (a["step"], key)
+    compared = resumed_run_equals_uninterrupted(TINY, tmp_path, [f"data.prepared={prepared}"],
+                                                ("loss", "mlm_loss", "nsp_loss", "eval_mlm_loss", "eval_nsp_accuracy"),
+                                                dict(abs=1e-5))
+    assert compared > 30
 
 
 def test_two_process_ddp_equals_one_process(prepared, tmp_path):

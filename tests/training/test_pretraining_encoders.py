@@ -6,9 +6,15 @@ checked."""
 from pathlib import Path
 
 import pytest
+from kill_resume import resumed_run_equals_uninterrupted
 
 from lmforge.errors import UserError
-from lmforge.pretraining import load_recipe, masking_unit, run_pretraining, validate_recipe
+from lmforge.pretraining import (
+    load_recipe,
+    masking_unit,
+    run_pretraining,
+    validate_recipe,
+)
 from lmforge.training.loop import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,40 +83,7 @@ def test_new_objective_fields_are_checked(tmp_path):
 def test_albert_objectives_resume_exactly_after_sigkill(tmp_path):
     """SOP pairs and n-gram masks are functions of (seed, epoch, index): a run killed with -9 and
     resumed logs what the uninterrupted run logs."""
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    sets = ["train.max_steps=16", "train.save_every=4",
-            "train.log_every=1", "train.eval_every=8", "train.batch_size=8", "export_hf=false"]
-
-    def cli(out):
-        return [sys.executable, "-m", "lmforge", "pretrain", str(RECIPES / "albert-tiny.yaml"), "--out", str(out),
-                *[a for s in sets for a in ("--set", s)]]
-
-    subprocess.run(cli(tmp_path / "full"), check=True, env=env, cwd=REPO, capture_output=True)
-    proc = subprocess.Popen(cli(tmp_path / "cut"), env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    latest = tmp_path / "cut" / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and latest.read_text().strip() >= "step-00000008":
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    state = tmp_path / "cut" / "checkpoints" / latest.read_text().strip() / "trainer_state.json"
-    assert 0 < json.loads(state.read_text())["step"] < 16
-    subprocess.run(cli(tmp_path / "cut") + ["--resume"], check=True, env=env, cwd=REPO, capture_output=True)
-    full = read_metrics(tmp_path / "full" / "metrics.jsonl")
-    resumed = read_metrics(tmp_path / "cut" / "metrics.jsonl")
-    assert [m["step"] for m in full] == [m["step"] for m in resumed]
-    for a, b in zip(full, resumed):
-        for key in ("loss", "mlm_loss", "sop_loss", "eval_mlm_loss", "eval_sop_accuracy"):
-            if key in a:
-                assert a[key] == pytest.approx(b[key], abs=1e-5), (a["step"], key)
-    assert any("sop_loss" in m for m in full)
+    compared = resumed_run_equals_uninterrupted(
+        RECIPES / "albert-tiny.yaml", tmp_path, ["train.batch_size=8"],
+        ("loss", "mlm_loss", "sop_loss", "eval_mlm_loss", "eval_sop_accuracy"), dict(abs=1e-5))
+    assert compared > 30

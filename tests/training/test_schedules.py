@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-from toy import RecordingDataset, ToyModel, ToyObjective
 from torch import nn
+from toy import RecordingDataset, ToyModel, ToyObjective
 from transformers import (
     get_constant_schedule_with_warmup,
     get_cosine_schedule_with_warmup,
