@@ -53,33 +53,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, machine, median, offline, peak_flops, print_json, print_table  # noqa: E402
+from common import decoder_model, interleaved, machine, median, offline, peak_flops, print_json, print_table  # noqa: E402
 from pretrain_step import lmforge_optimizer, on, transformers_optimizer  # noqa: E402
 
 IGNORE = -100
 CPU_TARGET = dict(models=["gpt2-4x256"], documents=16, lengths=(64, 512), block=512, repeats=5, warmup=1)
 GPU_TARGET = dict(models=["gpt2", "llama-1b"], documents=32, lengths=(128, 1024), block=1024, repeats=5, warmup=3)
 DRY_RUN = dict(models=["gpt2-tiny", "llama-tiny"], documents=4, lengths=(8, 48), block=32, repeats=1, warmup=1)
-
-
-def model_config(name: str):
-    """lmforge config and the transformers class that loads its export."""
-    import transformers
-
-    from lmforge.families import get_preset
-    from lmforge.families.gpt2 import gpt2_config
-
-    if name == "gpt2-4x256":  # issue 10's CPU shape
-        return gpt2_config(4, 256, 4), transformers.GPT2LMHeadModel
-    if name == "gpt2-tiny":
-        return gpt2_config(2, 64, 2, vocab_size=1024, max_positions=128, eos_token_id=None, bos_token_id=None), transformers.GPT2LMHeadModel
-    if name == "gpt2":
-        return get_preset("gpt2"), transformers.GPT2LMHeadModel
-    if name == "llama-1b":  # Llama-3.2-1B's config in full: 16 layers, GQA 32/8, tied 128,256 vocab
-        return get_preset("meta-llama/Llama-3.2-1B"), transformers.LlamaForCausalLM
-    if name == "llama-tiny":
-        return get_preset("llama-tiny"), transformers.LlamaForCausalLM
-    raise SystemExit(f"unknown model {name}")
 
 
 def separator_id(config) -> int:
@@ -176,7 +156,7 @@ def model_flops(lengths: list[int], config, layer_params: int) -> float:
 def benchmark(name: str, settings: dict, device: torch.device, bf16: bool) -> dict:
     from lmforge.objectives.clm import CausalLMObjective
 
-    config, reference_class = model_config(name)
+    config, reference_class = decoder_model(name, tiny_positions=128)
     separator = separator_id(config)
     pool = settings["warmup"] + settings["repeats"]
     documents = make_documents(pool, settings, config.vocab_size, separator, seed=0)

@@ -109,3 +109,26 @@ def _fmt(value) -> str:
 def print_json(record: dict) -> None:
     """The last line of every benchmark: machine-readable results."""
     print(json.dumps(record, sort_keys=False))
+
+
+def decoder_model(name: str, tiny_positions: int):
+    """(lmforge config, transformers class that loads its export) of the decoder benchmarks'
+    models: issue 10's CPU shape, GPT-2-small and Llama-3.2-1B's config for GPUs, and tiny
+    ones (``tiny_positions`` positions) for dry runs."""
+    import transformers
+
+    from lmforge.families import get_preset
+    from lmforge.families.gpt2 import gpt2_config
+
+    if name == "gpt2-4x256":  # issue 10's CPU shape
+        return gpt2_config(4, 256, 4), transformers.GPT2LMHeadModel
+    if name == "gpt2-tiny":
+        return (gpt2_config(2, 64, 2, vocab_size=1024, max_positions=tiny_positions, eos_token_id=None,
+                            bos_token_id=None), transformers.GPT2LMHeadModel)
+    if name == "gpt2":
+        return get_preset("gpt2"), transformers.GPT2LMHeadModel
+    if name == "llama-1b":  # Llama-3.2-1B's config in full: 16 layers, GQA 32/8, tied 128,256 vocab
+        return get_preset("meta-llama/Llama-3.2-1B"), transformers.LlamaForCausalLM
+    if name == "llama-tiny":
+        return get_preset("llama-tiny").replace(max_positions=tiny_positions), transformers.LlamaForCausalLM
+    raise SystemExit(f"unknown model {name}")

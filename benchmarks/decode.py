@@ -25,32 +25,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, machine, median, offline, print_json, print_table  # noqa: E402
+from common import decoder_model, interleaved, machine, median, offline, print_json, print_table  # noqa: E402
 
 CPU_TARGET = dict(models=["gpt2-4x256"], batches=[1, 8], new_tokens=128, repeats=5, warmup=1)
 GPU_TARGET = dict(models=["gpt2", "llama-1b"], batches=[1, 8, 64], new_tokens=128, repeats=3, warmup=1)
 DRY_RUN = dict(models=["gpt2-tiny", "llama-tiny"], batches=[1, 4], new_tokens=8, repeats=1, warmup=0)
 PROMPT_LENGTHS = (16, 200)
-
-
-def model_config(name: str):
-    """lmforge config and the transformers class that loads its export."""
-    import transformers
-
-    from lmforge.families import get_preset
-    from lmforge.families.gpt2 import gpt2_config
-
-    if name == "gpt2-4x256":  # issue 10's CPU shape
-        return gpt2_config(4, 256, 4), transformers.GPT2LMHeadModel
-    if name == "gpt2-tiny":
-        return gpt2_config(2, 64, 2, vocab_size=1024, max_positions=512, eos_token_id=None, bos_token_id=None), transformers.GPT2LMHeadModel
-    if name == "gpt2":
-        return get_preset("gpt2"), transformers.GPT2LMHeadModel
-    if name == "llama-1b":  # Llama-3.2-1B's config in full: 16 layers, GQA 32/8, tied 128,256 vocab
-        return get_preset("meta-llama/Llama-3.2-1B"), transformers.LlamaForCausalLM
-    if name == "llama-tiny":
-        return get_preset("llama-tiny").replace(max_positions=512), transformers.LlamaForCausalLM
-    raise SystemExit(f"unknown model {name}")
 
 
 def build_pair(config, reference_class, device: torch.device, dtype: torch.dtype):
@@ -96,7 +76,7 @@ def agreement(ours: list[list[int]], reference: list[list[int]]) -> float:
 
 
 def benchmark(name: str, batches: list[int], settings: dict, device: torch.device, dtype: torch.dtype) -> list[dict]:
-    config, reference_class = model_config(name)
+    config, reference_class = decoder_model(name, tiny_positions=512)
     ours, reference = build_pair(config, reference_class, device, dtype)
     pad = 0
     new_tokens = settings["new_tokens"]
