@@ -69,10 +69,13 @@ def perplexity(model, ids: Sequence[int] | torch.Tensor, max_length: int | None 
         with progress(ids.numel(), "perplexity", "tok") as bar:
             for begin, end, new in spans:
                 window = ids[begin:end].to(device)[None]
-                log_probs = torch.log_softmax(model(window)[0, :-1].float(), dim=-1)  # predicts window[1:]
                 scored = min(new, end - begin - 1)
+                # The vocabulary head runs only on the positions that predict a scored token
+                # (the context positions of a window need no scores).
+                hidden = model.backbone(window).last_hidden_state[0, -scored - 1:-1]
+                log_probs = torch.log_softmax(model.lm_head(hidden).float(), dim=-1)
                 targets = window[0, -scored:]
-                nll = -log_probs[-scored:].gather(1, targets[:, None]).sum().item()
+                nll = -log_probs.gather(1, targets[:, None]).sum().item()
                 share = new - 1 if guide_weighting else scored
                 weighted_nll += nll / scored * share
                 weight += share
