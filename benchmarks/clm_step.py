@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import decoder_model, interleaved, machine, median, offline, peak_flops, print_json, print_table  # noqa: E402
+from common import decoder_model, interleaved, machine, median, peak_flops, print_json, print_table, select_device  # noqa: E402
 from pretrain_step import lmforge_optimizer, on, transformers_optimizer  # noqa: E402
 
 IGNORE = -100
@@ -231,18 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="tiny GPT-2 and LLaMA, short documents, one repeat: with --device cuda and no GPU it "
                              "runs the GPU path (bf16 autocast, fused AdamW) on CPU")
     args = parser.parse_args(argv)
-    offline()
-    if args.device == "cpu" or args.dry_run:
-        torch.set_num_threads(args.threads)
-    settings = dict(GPU_TARGET if args.device == "cuda" else CPU_TARGET)
+    settings, device = select_device(args, CPU_TARGET, GPU_TARGET, DRY_RUN)
     bf16 = args.device == "cuda"
-    device = torch.device(args.device)
-    if args.dry_run:
-        settings.update(DRY_RUN)
-        if not torch.cuda.is_available():
-            device = torch.device("cpu")
-    elif args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no GPU here (use --dry-run to check the code path on CPU)")
     for key in ("models", "documents", "block", "repeats", "warmup"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)

@@ -39,6 +39,24 @@ def offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def select_device(args, cpu_target: dict, gpu_target: dict, dry_run: dict) -> tuple[dict, torch.device]:
+    """(settings, device) from a benchmark's --device / --threads / --dry-run: the CPU or GPU
+    target's settings, or the dry run's tiny ones, which run the GPU path on CPU when no GPU is
+    here. Also sets the CPU thread count and the offline mode."""
+    offline()
+    if args.device == "cpu" or args.dry_run:
+        torch.set_num_threads(args.threads)
+    settings = dict(gpu_target if args.device == "cuda" else cpu_target)
+    device = torch.device(args.device)
+    if args.dry_run:
+        settings.update(dry_run)
+        if not torch.cuda.is_available():
+            device = torch.device("cpu")
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no GPU here (use --dry-run to check the code path on CPU)")
+    return settings, device
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import decoder_model, interleaved, machine, median, offline, print_json, print_table  # noqa: E402
+from common import decoder_model, interleaved, machine, median, print_json, print_table, select_device  # noqa: E402
 
 CPU_TARGET = dict(models=["gpt2-4x256"], batches=[1, 8], new_tokens=128, repeats=5, warmup=1)
 GPU_TARGET = dict(models=["gpt2", "llama-1b"], batches=[1, 8, 64], new_tokens=128, repeats=3, warmup=1)
@@ -118,17 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="tiny GPT-2 and LLaMA, few tokens, one repeat: with --device cuda and no GPU it runs "
                              "the GPU path (bf16) on CPU")
     args = parser.parse_args(argv)
-    offline()
-    if args.device == "cpu" or args.dry_run:
-        torch.set_num_threads(args.threads)
-    settings = dict(GPU_TARGET if args.device == "cuda" else CPU_TARGET)
-    device = torch.device(args.device)
-    if args.dry_run:
-        settings.update(DRY_RUN)
-        if not torch.cuda.is_available():
-            device = torch.device("cpu")
-    elif args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no GPU here (use --dry-run to check the code path on CPU)")
+    settings, device = select_device(args, CPU_TARGET, GPU_TARGET, DRY_RUN)
     for key, value in (("batches", args.batch_size), ("new_tokens", args.new_tokens), ("repeats", args.repeats)):
         if value is not None:
             settings[key] = value

@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, machine, median, offline, peak_flops, print_json, print_table  # noqa: E402
+from common import interleaved, machine, median, peak_flops, print_json, print_table, select_device  # noqa: E402
 
 CPU_TARGET = dict(runs=[(128, 32)], repeats=7, warmup=2, steps=1)  # (seq_len, batch)
 GPU_TARGET = dict(runs=[(128, 256), (512, 64)], repeats=5, warmup=3, steps=5)
@@ -505,21 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablation", action="store_true",
                         help="CPU: lmforge with its means switched on one at a time, against transformers")
     args = parser.parse_args(argv)
-    offline()
-    if args.device == "cpu" or args.dry_run:
-        torch.set_num_threads(args.threads)
+    settings, device = select_device(args, CPU_TARGET, GPU_TARGET, DRY_RUN)
     from lmforge.families import get_preset
 
     setup = FAMILIES[args.family]
-    settings = dict(GPU_TARGET if args.device == "cuda" else CPU_TARGET)
     bf16 = args.device == "cuda"
-    device = torch.device(args.device)
-    if args.dry_run:
-        settings.update(DRY_RUN)
-        if not torch.cuda.is_available():
-            device = torch.device("cpu")
-    elif args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no GPU here (use --dry-run to check the code path on CPU)")
     if args.device == "cuda":
         config = get_preset(setup.gpu_preset)
     else:
