@@ -52,8 +52,8 @@ class DataSection:
 @dataclass
 class ObjectiveSection:
     # BERT: MLM + NSP; ALBERT: MLM + sentence-order prediction; RoBERTa: MLM on packed text;
-    # GPT: causal LM on contiguous blocks
-    kind: Literal["mlm+nsp", "mlm+sop", "mlm", "clm"] = "mlm+nsp"
+    # GPT: causal LM on contiguous blocks; ELMo: forward + backward LMs (lmforge.lstm.elmo_training)
+    kind: Literal["mlm+nsp", "mlm+sop", "mlm", "clm", "bilm"] = "mlm+nsp"
     max_seq_length: int = 128  # clm: the block length (GPT 512, GPT-2 1024)
     document_attention: bool = False  # clm: attention and positions stay inside each document (needs train.unpad)
     masking: Literal["dynamic", "static"] = "dynamic"
@@ -131,7 +131,7 @@ def validate_recipe(recipe: "PretrainRecipe") -> None:
         check_corpus_files(d.corpus)
         if d.tokenizer and not Path(d.tokenizer).is_dir():
             raise UserError(f"data.tokenizer: no such directory {d.tokenizer}")
-    if not recipe.model.init_from:
+    if not recipe.model.init_from and o.kind != "bilm":  # ELMo presets: lmforge.lstm.elmo
         from lmforge.families import get_preset
 
         preset = get_preset(recipe.model.preset)
@@ -192,6 +192,10 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
     from lmforge.training.report import plot_curves, summarize
 
     validate_recipe(recipe)  # also when called from Python, not only from the CLI
+    if recipe.objective.kind == "bilm":  # ELMo lives outside the transformer core
+        from lmforge.lstm.elmo_training import run_bilm_pretraining
+
+        return run_bilm_pretraining(recipe, out, resume)
     out = Path(out)
     if not resume and (out / "checkpoints").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
