@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lmforge.cli.checks import check_model_dir, load_checked, positive_int, reading
 from lmforge.errors import UserError
+from lmforge.lstm.elmo_cli import add_convert_parser, feature_strategy
 
 
 def register(subparsers) -> None:
@@ -23,6 +24,7 @@ def register(subparsers) -> None:
         p.add_argument("--overwrite", action="store_true",
                        help="replace OUT (even OUT = SRC) once the converted model is complete")
         p.set_defaults(func=run_convert)
+    add_convert_parser(convert_sub)  # from-allennlp (ELMo)
 
     fill = subparsers.add_parser("fill-mask", help="predict the tokens hidden behind [MASK]",
                                  description="Print the top-k tokens with probabilities for each [MASK] in TEXT.")
@@ -41,9 +43,10 @@ def register(subparsers) -> None:
                           help="replace an existing --out file (once the new one is complete)")
     features.add_argument("--pooling", choices=["cls", "mean", "none"], default="mean",
                           help="cls: first token; mean: average of non-padding tokens; none: per token")
-    features.add_argument("--strategy", default="last",
-                          choices=["embeddings", "second_to_last", "last", "sum_last_four", "concat_last_four", "sum_all"],
-                          help="which layers make the vector (BERT paper Table 7); default last")
+    features.add_argument("--strategy", default="last", type=feature_strategy,
+                          help="which layers make the vector (BERT paper Table 7): embeddings, second_to_last, last, "
+                               "sum_last_four, concat_last_four, sum_all; ELMo also: layer_K, average, scalar_mix; "
+                               "default last")
     features.add_argument("--layer-weights", type=float, nargs="+", help="weights for the sum strategies")
     features.add_argument("--batch-size", type=positive_int, default=64)
     features.add_argument("--max-length", type=positive_int,
@@ -59,6 +62,9 @@ def run_presets(args: argparse.Namespace) -> int:
         for name, config in family.presets.items():
             rows.append((name, family.name, config.num_layers, config.hidden_size, config.num_heads,
                          f"{parameter_count(config):,}", family.notes.get(name, "")))
+    from lmforge.lstm.elmo import preset_rows as elmo_rows
+
+    rows += elmo_rows()
     header = ("preset", "family", "layers", "hidden", "heads", "parameters", "")
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -176,6 +182,12 @@ def run_features(args: argparse.Namespace) -> int:
         texts = path.read_text(encoding="utf-8").splitlines()
     if not texts:
         raise UserError(f"{path} is empty")
+    from lmforge.lstm.checkpoint import is_lstm_checkpoint
+
+    if is_lstm_checkpoint(args.model):
+        from lmforge.lstm.elmo_cli import run_elmo_features
+
+        return run_elmo_features(args, texts, out)
     model, tokenizer = load_checked(args.model)
     if tokenizer is None:
         raise UserError(f"{args.model} has no tokenizer files (tokenizer.json or vocab.txt)")

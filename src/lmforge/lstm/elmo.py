@@ -352,11 +352,18 @@ class ElmoLayers:
     word_ids: torch.Tensor
 
 
-def elmo_layer_outputs(model: ElmoBiLM, sentences: list[list[str]] | list[str], tokenizer=None) -> ElmoLayers:
+def elmo_layer_outputs(model: ElmoBiLM, sentences: list[list[str]] | list[str], tokenizer=None,
+                       grad: bool = False) -> ElmoLayers:
     """ELMo's representations of a batch of sentences (lists of words, or strings split on
     whitespace). With ``tokenizer`` (a model trained on that vocabulary) each word is split
     into the tokenizer's sub-tokens and several positions can share a word id; without one the
-    character CNN reads each word whole (AllenNLP's released models)."""
+    character CNN reads each word whole (AllenNLP's released models). The model runs as it is
+    (call ``model.eval()`` for features) and without gradients unless ``grad``."""
+    with torch.set_grad_enabled(grad):
+        return _layer_outputs(model, sentences, tokenizer)
+
+
+def _layer_outputs(model: ElmoBiLM, sentences, tokenizer) -> ElmoLayers:
     sentences = [s.split() if isinstance(s, str) else list(s) for s in sentences]
     if not sentences or any(not s for s in sentences):
         raise UserError("every sentence needs at least one word")
