@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, median, print_json, print_table, select_device, synchronize  # noqa: E402
+from common import machine, median, print_json, print_table, select_device, synchronize
 
 CPU_TARGET = dict(preset="elmo-small", vocab=793_471, samples=8192, batch=32, block=20, repeats=5, steps=2, warmup=1)
 GPU_TARGET = dict(preset="elmo-small", vocab=793_471, samples=8192, batch=128, block=20, repeats=5, steps=5, warmup=2)
@@ -45,7 +45,13 @@ def random_blocks(rng: np.random.Generator, batch: int, block: int, vocab: int) 
 
 
 def build(settings: dict, device: torch.device, seed: int = 0):
-    from lmforge.lstm.elmo import ElmoBiLM, boundary_char_ids, BOS_CHAR, EOS_CHAR, get_elmo_preset
+    from lmforge.lstm.elmo import (
+        BOS_CHAR,
+        EOS_CHAR,
+        ElmoBiLM,
+        boundary_char_ids,
+        get_elmo_preset,
+    )
     from lmforge.lstm.elmo_training import BiLMObjective
     from lmforge.training.loop import param_groups
 

@@ -11,10 +11,21 @@ import torch.nn.functional as F
 
 from lmforge.errors import UserError
 from lmforge.lstm.checkpoint import load_lstm, read_lstm_config
-from lmforge.lstm.elmo import (PRESETS, ElmoBiLM, elmo_layer_outputs, parameter_count, save_elmo, word_char_ids,
-                               words_to_char_ids)
-from lmforge.lstm.sampled_softmax import (expected_count, log_uniform_probability, sample_log_uniform_unique,
-                                          sampled_softmax_loss)
+from lmforge.lstm.elmo import (
+    PRESETS,
+    ElmoBiLM,
+    elmo_layer_outputs,
+    parameter_count,
+    save_elmo,
+    word_char_ids,
+    words_to_char_ids,
+)
+from lmforge.lstm.sampled_softmax import (
+    expected_count,
+    log_uniform_probability,
+    sample_log_uniform_unique,
+    sampled_softmax_loss,
+)
 from lmforge.lstm.scalar_mix import ScalarMix
 
 SMALL = PRESETS["elmo-tiny"].replace(filters=[[1, 4], [2, 4], [3, 8]], cell_size=24, projection_dim=8,

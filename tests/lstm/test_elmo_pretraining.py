@@ -15,7 +15,11 @@ from safetensors.numpy import load_file
 from lmforge.cli import main
 from lmforge.errors import UserError
 from lmforge.lstm.elmo import elmo_layer_outputs, load_elmo
-from lmforge.lstm.elmo_training import BiLMDataset, BiLMObjective, build_pretraining_model
+from lmforge.lstm.elmo_training import (
+    BiLMDataset,
+    BiLMObjective,
+    build_pretraining_model,
+)
 from lmforge.pretraining import load_recipe, run_pretraining
 from lmforge.training.loop import read_metrics
 
@@ -133,3 +137,21 @@ def test_presets_and_recipe_mistakes(prepared, tmp_path, capsys):
     with pytest.raises(UserError, match="unknown ELMo preset"):
         run_pretraining(recipe(prepared, "model.preset=elmo-huge"), tmp_path / "run")
     assert not (tmp_path / "run" / "data").exists()
+
+
+def test_resume_continues_exactly(prepared, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file as load_tensors
+
+    overrides = ["train.batch_size=8", "train.eval_every=4", "train.eval_batches=1", "train.save_every=4",
+                 "train.max_steps=8"]
+    run_pretraining(recipe(prepared, *overrides), tmp_path / "straight")
+    run_pretraining(recipe(prepared, *overrides), tmp_path / "resumed")
+    checkpoints = tmp_path / "resumed" / "checkpoints"
+    shutil.rmtree(checkpoints / "step-00000008")  # as if stopped after step 4's checkpoint
+    (checkpoints / "latest").write_text("step-00000004\n")
+    run_pretraining(recipe(prepared, *overrides), tmp_path / "resumed", resume=True)
+    straight = load_tensors(tmp_path / "straight" / "model" / "model.safetensors")
+    resumed = load_tensors(tmp_path / "resumed" / "model" / "model.safetensors")
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)

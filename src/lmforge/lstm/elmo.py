@@ -70,14 +70,14 @@ class ElmoConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ElmoConfig":
+    def from_dict(cls, data: dict) -> ElmoConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise UserError(f"unknown ELMo config field(s): {', '.join(unknown)}")
         return cls(**data)
 
-    def replace(self, **changes) -> "ElmoConfig":
+    def replace(self, **changes) -> ElmoConfig:
         try:
             return replace(self, **changes)
         except TypeError as error:

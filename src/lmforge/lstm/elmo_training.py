@@ -26,7 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import UserError
-from lmforge.lstm.elmo import ElmoBiLM, boundary_ids, get_elmo_preset, load_elmo, save_elmo, vocabulary_char_ids
+from lmforge.lstm.elmo import (
+    ElmoBiLM,
+    boundary_ids,
+    get_elmo_preset,
+    load_elmo,
+    save_elmo,
+    vocabulary_char_ids,
+)
 from lmforge.lstm.sampled_softmax import sampled_softmax_loss
 from lmforge.objectives.base import Objective, collate
 
