@@ -130,6 +130,16 @@ def test_convert_command_and_mistakes(released, tmp_path, capsys):
     model = load_elmo(tmp_path / "elmo")
     original = read_allennlp(options, weight_file)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), original.state_dict().values()))
+    # features of the converted model (no tokenizer: the character CNN reads whole words)
+    (tmp_path / "in.txt").write_text("The cat sat on the mat .\n")
+    assert main(["features", "--model", str(tmp_path / "elmo"), "--input", str(tmp_path / "in.txt"),
+                 "--out", str(tmp_path / "f.safetensors"), "--pooling", "none", "--strategy", "layer_1"]) == 0
+    from safetensors.numpy import load_file
+
+    vectors = load_file(str(tmp_path / "f.safetensors"))["vectors"]
+    with torch.no_grad():
+        expected = elmo_layer_outputs(model.eval(), [["The", "cat", "sat", "on", "the", "mat", "."]]).layers[1][0]
+    np.testing.assert_array_equal(vectors, expected.numpy())
     bad = dict(OPTIONS, lstm=dict(OPTIONS["lstm"], dim=12))
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(UserError, match="shape"):

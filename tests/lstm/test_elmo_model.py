@@ -44,6 +44,11 @@ def test_preset_sizes_are_allennlps():
     assert parameter_count(PRESETS["elmo-small"]) == 13_593_312
     assert parameter_count(PRESETS["elmo-original"]) == 93_600_864
     assert PRESETS["elmo-original"].filters == [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
+    # the torch-free count (for `lmforge presets`) is the built model's, softmax and word embeddings too
+    for config in [*PRESETS.values(), SMALL, SMALL.replace(token_encoder="word")]:
+        with torch.device("meta"):
+            built = sum(p.numel() for p in ElmoBiLM(config).parameters())
+        assert parameter_count(config) == built
 
 
 def test_character_ids_follow_allennlps_mapper():

@@ -62,7 +62,7 @@ def run_presets(args: argparse.Namespace) -> int:
         for name, config in family.presets.items():
             rows.append((name, family.name, config.num_layers, config.hidden_size, config.num_heads,
                          f"{parameter_count(config):,}", family.notes.get(name, "")))
-    from lmforge.lstm.elmo import preset_rows as elmo_rows
+    from lmforge.lstm.elmo_config import preset_rows as elmo_rows
 
     rows += elmo_rows()
     header = ("preset", "family", "layers", "hidden", "heads", "parameters", "")
