@@ -173,6 +173,20 @@ class EncoderDecoder(_Stacked):
                                      output_hidden_states, unpad, cache)
         return EncoderDecoderOutput(decoder_output, encoder_output)
 
+    def forward_on_shifted_input(self, input_ids, attention_mask=None, unpad: bool = False) -> EncoderDecoderOutput:
+        """Both stacks over one input, the decoder reading it shifted right by one after
+        ``decoder_start_token_id`` (BART's classification and span heads, Lewis et al. 2020
+        §3.1; transformers' shift_tokens_right). The shift runs inside each row's real tokens,
+        so left-padded, right-padded and unpadded batches give the same states."""
+        start = self.config.decoder_start_token_id
+        if start is None:
+            raise UserError("this encoder-decoder's config has no decoder_start_token_id to start its decoder with")
+        shifted = torch.cat([torch.full_like(input_ids[:, :1], start), input_ids[:, :-1]], dim=1)
+        if attention_mask is not None:
+            first_real = attention_mask.int().argmax(-1)  # left padding: the shift starts there
+            shifted[torch.arange(shifted.shape[0], device=shifted.device), first_real] = start
+        return self(input_ids, attention_mask, shifted, attention_mask, unpad=unpad)
+
     def new_cache(self) -> KVCache:
         return KVCache.empty(len(self.decoder.schedule), cross_attention=True)
 
