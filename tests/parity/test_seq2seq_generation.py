@@ -92,3 +92,29 @@ def test_seq2seq_inputs_and_outputs_must_fit_learned_positions():
     with pytest.raises(UserError, match="exceeds the decoder's 32 positions"):
         generate_ids(ours, [[5]], GenerationSettings(max_new_tokens=32))
     assert len(generate_ids(ours, [[5]], GenerationSettings(max_new_tokens=31, eos_token_ids=())).sequences[0]) == 31
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam 4"])
+def test_bart_with_transformers_default_generation_config(search):
+    """transformers' generate with BART's own defaults (config.json: decoder start </s>, end </s>,
+    pad <pad>, forced_eos_token_id </s>): the last of max_new_tokens is forced to </s>."""
+    reference, ours = _bart()
+    sources = _prompts(reference.config.vocab_size)
+    options = {**SEARCHES[search], "max_new_tokens": 6}
+    width = max(len(s) for s in sources)
+    ids = torch.tensor([s + [1] * (width - len(s)) for s in sources])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sources])
+    assert reference.generation_config.forced_eos_token_id == 2
+    with torch.no_grad():
+        theirs = _up_to_eos(reference.generate(input_ids=ids, attention_mask=mask, **options)[:, 1:].tolist(), 2)
+    settings = GenerationSettings(eos_token_ids=(2,), forced_eos_token_id=2, **options)
+    mine = generate_ids(ours, sources, settings, pad_id=1).sequences
+    assert mine == theirs
+    assert all(row[-1] == 2 and len(row) <= 6 for row in mine)
+    unforced = generate_ids(ours, sources, GenerationSettings(eos_token_ids=(2,), **options), pad_id=1).sequences
+    assert unforced != mine  # the forcing is what made them equal
+
+
+def test_forced_eos_must_be_a_token_id():
+    with pytest.raises(UserError, match="forced_eos_token_id must be an integer >= 0"):
+        GenerationSettings(forced_eos_token_id=-1)
