@@ -191,7 +191,18 @@ class EncoderDecoder(_Stacked):
         return KVCache.empty(len(self.decoder.schedule), cross_attention=True)
 
     def layer_groups(self) -> list[nn.Module]:
-        return [self.shared, *self.encoder.distinct_layers(), *self.decoder.distinct_layers()]
+        """Bottom to top: both stacks' embeddings (the shared table, positions, norms), the
+        encoder's layers, then the decoder's; a stack's relative position table goes with its
+        first layer and its final norm with its last."""
+        groups: list[nn.Module] = [nn.ModuleList([self.encoder_embeddings, self.decoder_embeddings])]
+        for stack in (self.encoder, self.decoder):
+            layers: list[nn.Module] = list(stack.distinct_layers())
+            if stack.position_bias is not None:
+                layers[0] = nn.ModuleList([stack.position_bias, layers[0]])
+            if stack.final_norm is not None:
+                layers[-1] = nn.ModuleList([layers[-1], stack.final_norm])
+            groups += layers
+        return groups
 
 
 def build_backbone(config: ModelConfig, with_pooler: bool = True) -> nn.Module:
