@@ -12,6 +12,7 @@ import json
 import pytest
 import torch
 import transformers
+from finetune_samples import MRPC, SQUAD, one_thread  # noqa: F401 (fixture)
 from test_encoder_families import finetune, losses, sample_corpus
 
 import lmforge
@@ -19,8 +20,6 @@ from lmforge.families import get_preset
 from lmforge.tasks.classification import read_classification
 from lmforge.tasks.qa import read_squad
 from lmforge.tokenization import Tokenizer
-
-from finetune_samples import MRPC, SQUAD, one_thread  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ HF_CONFIG = transformers.BartConfig(vocab_size=107, d_model=48, encoder_layers=2
                                     decoder_ffn_dim=80, max_position_embeddings=32, dropout=0.0,
                                     attention_dropout=0.0, activation_dropout=0.0, pad_token_id=1, bos_token_id=0,
                                     eos_token_id=EOS, decoder_start_token_id=2)
-LABELLED = dict(num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, label2id={"a": 0, "b": 1, "c": 2})
+LABELLED = {"num_labels": 3, "id2label": {0: "a", 1: "b", 2: "c"}, "label2id": {"a": 0, "b": 1, "c": 2}}
 
 
 def _randomized(architecture, **changes):

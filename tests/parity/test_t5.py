@@ -12,15 +12,23 @@ import json
 import pytest
 import torch
 import transformers
-from parity_helpers import assert_close, check_layouts, padded, port, randomize, real_rows, sequences
+from parity_helpers import (
+    assert_close,
+    check_layouts,
+    padded,
+    port,
+    randomize,
+    real_rows,
+    sequences,
+)
 from seq2seq_helpers import check_cached_decoding, check_seq2seq_layouts
 
 import lmforge
 from lmforge.families.t5 import WEIGHTS, config_from_hf
 
 LENGTHS = (13, 9, 1, 11)
-VERSIONS = {"v1.0": dict(feed_forward_proj="relu", tie_word_embeddings=True),
-            "v1.1": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False)}
+VERSIONS = {"v1.0": {"feed_forward_proj": "relu", "tie_word_embeddings": True},
+            "v1.1": {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}}
 
 
 def hf_config(version: str) -> transformers.T5Config:
@@ -153,3 +161,27 @@ def test_every_head_imports_matches_and_exports_bit_identically(task, version, t
         assert (again.config, again.task) == (ours.config, ours.task)
         for name, tensor in again.state_dict().items():
             assert torch.equal(tensor, ours.state_dict()[name]), (directory, name)
+
+
+@pytest.mark.parametrize("version", sorted(VERSIONS))
+def test_t5_encoder_model_imports_matches_and_exports_bit_identically(version, tmp_path):
+    """T5EncoderModel is an architecture="encoder" config of the family: lmforge's single-stack
+    encoder with T5's switches (the relative table in its first block, a final norm)."""
+    reference = _randomized(transformers.T5EncoderModel, version)
+    reference.save_pretrained(tmp_path / "theirs")
+    ours = lmforge.load_model(tmp_path / "theirs").eval()
+    assert (ours.config.architecture, ours.task) == ("encoder", "backbone")
+    seqs = sequences(109, lengths=LENGTHS)
+    with torch.no_grad():
+        refs = [reference(input_ids=s[None]).last_hidden_state[0] for s in seqs]
+        check_layouts(lambda ids, mask, unpad: ours(ids, mask, unpad=unpad).padded(), refs, seqs,
+                      f"T5EncoderModel {version}, encoder-only config")
+    lmforge.save(ours, tmp_path / "ours", format="hf")
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["architectures"] == ["T5EncoderModel"]
+    back, info = transformers.T5EncoderModel.from_pretrained(tmp_path / "ours", output_loading_info=True)
+    assert not any(info.values()), info
+    assert back.state_dict().keys() == reference.state_dict().keys()
+    for name, tensor in back.state_dict().items():
+        assert torch.equal(tensor, reference.state_dict()[name]), name
+    again = lmforge.load_model(tmp_path / "ours")
+    assert again.config == ours.config

@@ -8,6 +8,7 @@ scores and relative position buckets (bidirectional in the encoder, causal in th
 table in block 0 of each stack, none in cross-attention), each stack ending in a final norm.
 v1.0: relu feed-forward and an LM head tied to the token table that reads the decoder output
 times d_model^-0.5. v1.1 / FLAN-T5: gated tanh-gelu feed-forward, an untied head, no rescale.
+T5EncoderModel is the same encoder alone: a config with ``architecture="encoder"``.
 
 transformers 5 writes ``tie_word_embeddings: true`` for every T5 and keeps the v1.0/v1.1
 difference in ``scale_decoder_outputs``; older config.json files say ``tie_word_embeddings:
@@ -19,7 +20,12 @@ from __future__ import annotations
 from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 from lmforge.families import Family
-from lmforge.families.hf_config import activation_from_hf, architecture_for, labels_from_hf, labels_to_hf
+from lmforge.families.hf_config import (
+    activation_from_hf,
+    architecture_for,
+    labels_from_hf,
+    labels_to_hf,
+)
 from lmforge.families.weights import Rule, WeightMap, prefixed, qkv_sizes
 
 
@@ -72,6 +78,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
         tied = hf.get("tie_word_embeddings", True) is not False
     num_layers = hf.get("num_layers", 6)
     dropout = hf.get("dropout_rate", 0.1)
+    encoder_only = (hf.get("architectures") or [""])[0] == ENCODER_ONLY
     return t5_config(
         num_layers, hf.get("d_model", 512), hf.get("num_heads", 8), hf.get("d_ff", 2048),
         head_dim=hf.get("d_kv", 64), vocab_size=hf.get("vocab_size", 32128),
@@ -91,6 +98,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
         eos_token_id=_first(hf.get("eos_token_id", 1)),
         decoder_start_token_id=hf.get("decoder_start_token_id", 0),
         labels=labels_from_hf(hf),
+        **({"architecture": "encoder"} if encoder_only else {}),
     )
 
 
@@ -107,8 +115,15 @@ def config_to_hf(config: ModelConfig, task: str) -> dict:
     else:
         feed_forward = ("gated-" if config.feed_forward == "gated" else "") + {"gelu": "gelu"}.get(
             config.activation, config.activation)
+    if config.architecture == "encoder":
+        if task != "backbone":
+            raise UserError(f"an encoder-only T5 {task} model has no Hugging Face architecture (only "
+                            f"{ENCODER_ONLY}); save it in lmforge's format instead")
+        architecture = ENCODER_ONLY
+    else:
+        architecture = architecture_for(ARCHITECTURES, task, "T5")
     return {
-        "architectures": [architecture_for(ARCHITECTURES, task, "T5")],
+        "architectures": [architecture],
         "model_type": "t5",
         "vocab_size": config.vocab_size,
         "d_model": config.hidden_size,
@@ -139,6 +154,7 @@ ARCHITECTURES = {
     "backbone": "T5Model",
     "seq2seq_lm": "T5ForConditionalGeneration",
 }
+ENCODER_ONLY = "T5EncoderModel"  # the backbone of an architecture="encoder" config
 
 
 def _attention(ours: str, theirs: str) -> list:
@@ -152,6 +168,14 @@ def _gated(config: ModelConfig) -> bool:
 
 def _plain(config: ModelConfig) -> bool:
     return config.feed_forward == "plain"
+
+
+def _two_stacks(config: ModelConfig) -> bool:
+    return config.architecture == "encoder_decoder"
+
+
+def _encoder_only(config: ModelConfig) -> bool:
+    return config.architecture == "encoder"
 
 
 def _stack(stack: str) -> list:
@@ -174,7 +198,9 @@ def _stack(stack: str) -> list:
     return rules
 
 
-BACKBONE_RULES = [("shared", "shared"), *_stack("encoder"), *_stack("decoder")]
+BACKBONE_RULES = [Rule("shared", "shared", applies=_two_stacks),
+                  Rule("embeddings.word", "shared", applies=_encoder_only),  # T5EncoderModel
+                  *_stack("encoder"), *_stack("decoder")]
 WEIGHTS = WeightMap(prefixed(BACKBONE_RULES, "backbone.", "") + [("lm_head.decoder", "lm_head")])
 
 FAMILY = Family(
@@ -189,6 +215,9 @@ FAMILY = Family(
     # transformers' T5Model keeps an unused relative table in decoder block 0's cross-attention
     # only in old saves; it holds nothing the model reads.
     hf_ignored=(r"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$",),
+    hf_more_architectures={ENCODER_ONLY: "backbone"},
+    # Old T5EncoderModel saves keep the tied copy, which an encoder-only model has no name for.
+    hf_tied_aliases={"encoder.embed_tokens.weight": "shared.weight"},
     notes={
         "t5-tiny": "tiny v1.1-style model for tests and recipes",
         "t5-small": "Raffel et al. 2020 (v1.0)",
