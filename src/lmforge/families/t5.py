@@ -21,6 +21,7 @@ from lmforge.config import ModelConfig
 from lmforge.errors import UserError
 from lmforge.families import Family
 from lmforge.families.hf_config import (
+    ACTIVATION_NAMES,
     activation_from_hf,
     architecture_for,
     labels_from_hf,
@@ -70,6 +71,15 @@ def _feed_forward_from_hf(name: str) -> dict:
             "activation": activation_from_hf(activation, "feed_forward_proj")}
 
 
+def _feed_forward_to_hf(config: ModelConfig) -> str:
+    activation = ACTIVATION_NAMES[config.activation]
+    if config.feed_forward == "plain":
+        return activation
+    if config.activation == "gelu":  # transformers reads "gated-gelu" as the tanh form
+        raise UserError("a gated erf-gelu T5 feed-forward has no config.json spelling (gated-gelu is tanh-gelu)")
+    return "gated-gelu" if config.activation == "gelu_tanh" else f"gated-{activation}"
+
+
 def config_from_hf(hf: dict) -> ModelConfig:
     # v1.0 ties and rescales, v1.1 does neither: one switch in either spelling (see the docstring).
     if "scale_decoder_outputs" in hf:
@@ -110,11 +120,6 @@ def config_to_hf(config: ModelConfig, task: str) -> dict:
     if config.tie_word_embeddings != config.scale_output_by_inverse_sqrt_width:
         raise UserError("a T5 either ties its output and rescales it (v1.0) or does neither (v1.1); "
                         "this config mixes the two and has no Hugging Face form")
-    if config.activation == "gelu_tanh":
-        feed_forward = "gated-gelu" if config.feed_forward == "gated" else "gelu_new"
-    else:
-        feed_forward = ("gated-" if config.feed_forward == "gated" else "") + {"gelu": "gelu"}.get(
-            config.activation, config.activation)
     if config.architecture == "encoder":
         if task != "backbone":
             raise UserError(f"an encoder-only T5 {task} model has no Hugging Face architecture (only "
@@ -139,7 +144,7 @@ def config_to_hf(config: ModelConfig, task: str) -> dict:
         "classifier_dropout": config.classifier_dropout,
         "layer_norm_epsilon": config.norm_eps,
         "initializer_factor": config.initializer_range,
-        "feed_forward_proj": feed_forward,
+        "feed_forward_proj": _feed_forward_to_hf(config),
         "tie_word_embeddings": config.tie_word_embeddings,
         "scale_decoder_outputs": config.scale_output_by_inverse_sqrt_width,
         "is_encoder_decoder": True,
