@@ -182,3 +182,17 @@ def test_new_classifier_on_a_generation_checkpoint(tmp_path):
     ids, mask = padded(_with_end_tokens(sequences(HF_CONFIG.vocab_size, seed=5))[1:], "right", pad_id=1)
     with torch.no_grad():
         assert_close(model.eval()(ids, mask), back.eval()(input_ids=ids, attention_mask=mask).logits, "fresh head")
+
+
+def test_scaled_embeddings_match_bart():
+    """``scale_embedding`` (token embeddings times sqrt(d_model)) read from config.json."""
+    reference = _randomized(transformers.BartForConditionalGeneration, scale_embedding=True)
+    config = config_from_hf(reference.config.to_dict())
+    assert config.embedding_scale
+    ours = port(reference, config, WEIGHTS, "seq2seq_lm")
+    sources, targets = sequences(HF_CONFIG.vocab_size), sequences(HF_CONFIG.vocab_size, lengths=(3, 6, 2, 1), seed=1)
+    with torch.no_grad():
+        for source, target in zip(sources, targets):
+            assert_close(ours(source[None], None, target[None]), reference(input_ids=source[None],
+                                                                           decoder_input_ids=target[None]).logits,
+                         "scaled embeddings")
