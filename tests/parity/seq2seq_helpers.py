@@ -10,7 +10,9 @@ from parity_helpers import assert_close, padded, real_rows, sequences
 
 def check_seq2seq_layouts(run_ours, references, sources, targets, what: str) -> None:
     """``run_ours(src_ids, src_mask, tgt_ids, tgt_mask, unpad)`` -> (encoder (B, S, .), decoder
-    (B, T, .)) padded outputs; ``references``: per pair (encoder rows, decoder rows)."""
+    (B, T, .)) padded outputs; ``references``: per pair (encoder rows, decoder rows). Returns
+    the largest difference seen."""
+    worst = 0.0
     for side in ("right", "left"):
         src_ids, src_mask = padded(sources, side)
         tgt_ids, tgt_mask = padded(targets, side)
@@ -18,8 +20,11 @@ def check_seq2seq_layouts(run_ours, references, sources, targets, what: str) -> 
             encoder_out, decoder_out = run_ours(src_ids, src_mask, tgt_ids, tgt_mask, unpad)
             rows = zip(real_rows(encoder_out, src_mask), real_rows(decoder_out, tgt_mask), references)
             for index, (encoded, decoded, (ref_encoded, ref_decoded)) in enumerate(rows):
-                assert_close(encoded, ref_encoded, f"{what} encoder, {side}-padded, unpad={unpad}, pair {index}")
-                assert_close(decoded, ref_decoded, f"{what} decoder, {side}-padded, unpad={unpad}, pair {index}")
+                worst = max(worst, assert_close(encoded, ref_encoded,
+                                                f"{what} encoder, {side}-padded, unpad={unpad}, pair {index}"),
+                            assert_close(decoded, ref_decoded,
+                                         f"{what} decoder, {side}-padded, unpad={unpad}, pair {index}"))
+    return worst
 
 
 def check_cached_decoding(model, vocab: int, steps: int = 3) -> None:

@@ -1,23 +1,20 @@
 """lmforge's generation against transformers' ``generate`` on the same random-weight models
 (ported with the core parity tests' weight maps): greedy and beam search token for token on
 batched prompts of different lengths (left padding in transformers, the KV cache here), for
-GPT-2, LLaMA with grouped-query attention, and the encoder-decoders BART and T5. Weights come
-from ``randomize`` (std 0.2), so logits are far apart and argmax / top-k never meet near-ties.
+GPT-2 and LLaMA with grouped-query attention (the encoder-decoders BART and T5 are in
+test_seq2seq_generation.py). Weights come from ``randomize`` (std 0.2), so logits are far apart
+and argmax / top-k never meet near-ties.
 The end-of-sequence id is a token the models do produce, so finished beams are exercised."""
 
 from collections import Counter
 
 import pytest
-import test_bart_core as bart
 import test_gpt2_core as gpt2
 import test_llama_core as llama
-import test_t5_core as t5
 import torch
 import transformers
 from parity_helpers import port, randomize, sequences
 
-from lmforge.errors import UserError
-from lmforge.families.weights import WeightMap
 from lmforge.generation import GenerationSettings, generate_ids
 
 PAD = 0
@@ -93,61 +90,3 @@ def test_each_prompt_alone_gives_the_batched_result(decoder):
     batched = generate_ids(ours, prompts, settings).sequences
     alone = [row for prompt in prompts for row in generate_ids(ours, [prompt], settings).sequences]
     assert batched == alone
-
-
-# -- encoder-decoders ---------------------------------------------------------------------
-
-def _bart():
-    torch.manual_seed(0)
-    reference = randomize(transformers.BartForConditionalGeneration(bart.HF_CONFIG).eval())
-    reference.final_logits_bias.normal_()
-    return reference, port(reference, bart.core_config(bart.HF_CONFIG), bart.WEIGHTS, "seq2seq_lm"), 2
-
-
-def _t5():
-    torch.manual_seed(0)
-    reference = randomize(transformers.T5ForConditionalGeneration(t5.HF_CONFIG).eval(), std=0.1)
-    config = t5.core_config(t5.HF_CONFIG).replace(tie_word_embeddings=False)
-    weights = WeightMap(t5.WEIGHTS.rules + [("lm_head.decoder", "lm_head")])
-    ours = port(reference, config, weights, "seq2seq_lm")
-    with torch.no_grad():  # T5 v1.0's tied head reads h * d_model^-0.5; the core has no rescale yet (issue 11)
-        ours.lm_head.decoder.weight.mul_(t5.HF_CONFIG.d_model ** -0.5)
-    return reference, ours, 0
-
-
-@pytest.fixture(scope="module", params=["bart", "t5"])
-def seq2seq(request):
-    return (_bart if request.param == "bart" else _t5)()
-
-
-@pytest.mark.parametrize("search", ["greedy", "beam 4, no-repeat 3-grams, length penalty 0.7, early stopping",
-                                    "beam 4, length penalty 2, never"])
-def test_seq2seq_generation_equals_transformers(seq2seq, search):
-    reference, ours, start = seq2seq
-    options = SEARCHES[search]
-    sources = _prompts(reference.config.vocab_size)
-    pad = reference.config.pad_token_id
-    first = generate_ids(ours, sources, GenerationSettings(max_new_tokens=8, num_beams=4, num_return_sequences=4),
-                         pad_id=pad, decoder_start_token_id=start).sequences
-    eos = Counter(t for row in first for t in row[1:6]).most_common(1)[0][0]
-    width = max(len(s) for s in sources)
-    ids = torch.tensor([s + [pad] * (width - len(s)) for s in sources])
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sources])
-    # Replace the model's defaults (BART's forced_eos_token_id) rather than merge with them.
-    reference.generation_config = transformers.GenerationConfig(decoder_start_token_id=start, pad_token_id=pad,
-                                                                eos_token_id=eos)
-    out = reference.generate(input_ids=ids, attention_mask=mask, do_sample=False, **options)
-    theirs = _up_to_eos(out[:, 1:].tolist(), eos)  # transformers' rows open with the start token
-    mine = generate_ids(ours, sources, GenerationSettings(eos_token_ids=(eos,), **options), pad_id=pad,
-                        decoder_start_token_id=start).sequences
-    assert mine == theirs, search
-
-
-def test_seq2seq_inputs_and_outputs_must_fit_learned_positions():
-    _, ours, start = _bart()  # 32 learned positions per stack
-    with pytest.raises(UserError, match="input 1 has 40 tokens; this encoder reads at most 32"):
-        generate_ids(ours, [[5] * 40], GenerationSettings(), decoder_start_token_id=start)
-    with pytest.raises(UserError, match="exceeds the decoder's 32 positions"):
-        generate_ids(ours, [[5]], GenerationSettings(max_new_tokens=32), decoder_start_token_id=start)
-    assert len(generate_ids(ours, [[5]], GenerationSettings(max_new_tokens=31, eos_token_ids=()),
-                            decoder_start_token_id=start).sequences[0]) == 31

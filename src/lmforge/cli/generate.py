@@ -37,8 +37,11 @@ def register(subparsers) -> None:
     g.add_argument("--num-return-sequences", type=int, default=1, help="sequences per prompt (beams or samples)")
     g.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end a sequence when its text contains TEXT (cut there; repeatable)")
+    g.add_argument("--forced-eos-token-id", type=int,
+                   help="force this token as the last of --max-new-tokens (transformers' forced_eos_token_id; "
+                        "BART's config.json sets 2)")
     g.add_argument("--decoder-start-token-id", type=int,
-                   help="seq2seq models: the decoder's first token (default: the pad token, as T5; BART uses 2)")
+                   help="seq2seq models: the decoder's first token (default: the model config's, BART 2 and T5 0)")
     g.add_argument("--batch-size", type=positive_int, default=8, help="prompts per batch (default 8)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.set_defaults(func=run_generate)
@@ -127,7 +130,7 @@ def run_generate(args: argparse.Namespace) -> int:
                    no_repeat_ngram_size=args.no_repeat_ngram_size, num_beams=args.num_beams,
                    length_penalty=args.length_penalty, num_return_sequences=args.num_return_sequences,
                    early_stopping={"true": True, "false": False}.get(args.early_stopping, "never"), stop=args.stop,
-                   decoder_start_token_id=args.decoder_start_token_id)
+                   forced_eos_token_id=args.forced_eos_token_id, decoder_start_token_id=args.decoder_start_token_id)
     from lmforge.generation.settings import GenerationSettings
 
     # Settings are checked before the model loads, so a mistake costs no loading time.

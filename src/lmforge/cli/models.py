@@ -71,7 +71,7 @@ def run_presets(args: argparse.Namespace) -> int:
         print("  ".join(str(cell).rjust(w) if isinstance(cell, int) or i == 5 else str(cell).ljust(w)
                         for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
     print("parameters: with the pretraining heads (encoders: MLM, and NSP/SOP where the family has one; "
-          "decoders: the LM head), tied weights once")
+          "decoders and encoder-decoders: the LM head), tied weights once")
     return 0
 
 
@@ -83,15 +83,8 @@ def preset_task(config) -> str:
 def parameter_count(config) -> int:
     """Parameters of the ``preset_task`` model (tied weights once), counted from the config alone
     for single-stack models, ALBERT's factorised and shared encoders included (so listing presets
-    needs no torch); encoder-decoders are built on the meta device.
+    needs no torch), encoder-decoders (BART, T5) too.
     tests/faults/test_recovery.py checks the count against the built model for every preset."""
-    if config.architecture == "encoder_decoder":
-        import torch
-
-        from lmforge.models.build import build_model
-
-        with torch.device("meta"):
-            return sum(p.numel() for p in build_model(config, preset_task(config)).parameters())
     h, v, i, e, bias = config.hidden_size, config.vocab_size, config.intermediate_size, config.embedding_width, config.bias
 
     def norm(width: int) -> int:
@@ -108,6 +101,15 @@ def parameter_count(config) -> int:
     distinct_layers = config.num_layer_groups * config.layers_per_group if config.num_layer_groups else config.num_layers
     total = embeddings + distinct_layers * layer + (norm(h) if config.final_norm else 0)
     untied_output = 0 if config.tie_word_embeddings else v * e
+    if config.architecture == "encoder_decoder":
+        # One shared token table; per stack its positions, embedding norm, relative table and
+        # final norm; decoder layers add cross-attention and its norm (BART's final_logits_bias
+        # is a buffer, not a parameter).
+        relative = config.relative_buckets * config.num_heads if config.positions == "relative_buckets" else 0
+        per_stack = embeddings - v * e + relative + (norm(h) if config.final_norm else 0)
+        decoder_layer = layer + attention + norm(h)
+        return (v * e + 2 * per_stack + config.num_layers * layer + config.num_decoder_layers * decoder_layer
+                + untied_output)
     if config.architecture == "decoder":
         return total + untied_output
     pair = config.pretraining_pair_head  # RoBERTa: MLM alone, so no pooler either

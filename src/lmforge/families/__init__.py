@@ -26,22 +26,26 @@ class Family:
     hf_ignored: tuple[str, ...] = ()  # regexes of HF keys that hold no weights (buffers)
     hf_pair_head_names: tuple[str, ...] = ()  # HF keys of a sentence-pair head (MLM files may keep it)
     notes: dict[str, str] = field(default_factory=dict)  # preset -> one-line description
+    # Further HF classes read as a task whose main class is another (T5EncoderModel: a backbone)
+    hf_more_architectures: dict[str, str] = field(default_factory=dict)  # HF class -> lmforge task
 
     def task_for_architecture(self, architecture: str) -> str:
+        if architecture in self.hf_more_architectures:
+            return self.hf_more_architectures[architecture]
         for task, name in self.hf_architectures.items():
             if name == architecture:
                 return task
         raise UserError(
             f"architecture {architecture} is not supported for {self.name}; "
-            f"supported: {', '.join(sorted(self.hf_architectures.values()))}"
+            f"supported: {', '.join(sorted({*self.hf_architectures.values(), *self.hf_more_architectures}))}"
         )
 
 
 def registered_families() -> dict[str, Family]:
-    from lmforge.families import albert, bert, gpt, gpt2, llama, roberta
+    from lmforge.families import albert, bart, bert, gpt, gpt2, llama, roberta, t5
 
     return {family.name: family for family in (bert.FAMILY, roberta.FAMILY, albert.FAMILY,
-                                               gpt.FAMILY, gpt2.FAMILY, llama.FAMILY)}
+                                               gpt.FAMILY, gpt2.FAMILY, llama.FAMILY, bart.FAMILY, t5.FAMILY)}
 
 
 def get_family(name: str) -> Family:

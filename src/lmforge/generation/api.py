@@ -99,8 +99,8 @@ def generate_ids(model, prompts: Sequence[Sequence[int]], settings: GenerationSe
             step, histories = CausalLMStep(model, prompts, pad_id, settings.max_new_tokens), prompts
         else:
             start = decoder_start_token_id
-            if start is None:  # a config field the encoder-decoder families may declare; else T5's pad
-                start = getattr(model.config, "decoder_start_token_id", None)
+            if start is None:  # the config's (BART </s>, T5 <pad>); a config without one: the pad token
+                start = model.config.decoder_start_token_id
                 start = model.config.pad_token_id if start is None else start
             step, histories = Seq2SeqStep(model, prompts, start, pad_id), [[start] for _ in prompts]
         stopping = Stopping(settings, decode)
@@ -117,7 +117,8 @@ def generate(model, tokenizer, prompts: str | Sequence[str], *, max_new_tokens: 
              no_repeat_ngram_size: int = 0, num_beams: int = 1, length_penalty: float = 1.0,
              early_stopping: bool | str = False, num_return_sequences: int = 1, stop: str | Sequence[str] = (),
              seed: int | None = None, eos_token_id: int | Sequence[int] | None = None,
-             decoder_start_token_id: int | None = None, on_token: TokenCallback | None = None) -> Generated:
+             forced_eos_token_id: int | None = None, decoder_start_token_id: int | None = None,
+             on_token: TokenCallback | None = None) -> Generated:
     """Continue each prompt (a string or a list of strings); see ``GenerationSettings`` for the
     options (transformers' ``generate`` names and defaults). ``eos_token_id`` defaults to the
     tokenizer's end token; ``stop`` strings end a sequence once its text contains one."""
@@ -136,6 +137,7 @@ def generate(model, tokenizer, prompts: str | Sequence[str], *, max_new_tokens: 
                                   no_repeat_ngram_size=no_repeat_ngram_size, num_beams=num_beams,
                                   length_penalty=length_penalty, early_stopping=early_stopping,
                                   num_return_sequences=num_return_sequences, eos_token_ids=eos_ids,
+                                  forced_eos_token_id=forced_eos_token_id,
                                   stop_strings=stops, seed=seed)
     check_stop_strings(tokenizer, stops)
     encoded = tokenizer(texts, max_length=None, padding=False, return_tensors=None)["input_ids"]

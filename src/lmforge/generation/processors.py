@@ -6,7 +6,8 @@ Semantics of transformers' generation/logits_process.py: ``RepetitionPenaltyLogi
 multiplied when negative), ``NoRepeatNGramLogitsProcessor`` (fairseq's ``no_repeat_ngram_size``:
 a token that would complete an n-gram already in the history gets -inf), and the sampling
 warpers ``TemperatureLogitsWarper``, ``TopKLogitsWarper`` and ``TopPLogitsWarper`` (nucleus
-sampling, Holtzman et al. 2020), applied in that order and only when sampling.
+sampling, Holtzman et al. 2020), applied in that order and only when sampling; and
+``ForcedEOSTokenLogitsProcessor`` on the last step (``apply``).
 
 One deliberate difference: the history is a row's real tokens only. transformers also counts
 left-padding ids as history for n-gram blocking, so a padded batch can ban a continuation the
@@ -101,7 +102,15 @@ def build_processors(settings: GenerationSettings) -> list[Processor]:
     return processors
 
 
-def apply(processors: list[Processor], histories, scores: torch.Tensor) -> torch.Tensor:
+def apply(processors: list[Processor], histories, scores: torch.Tensor, settings: GenerationSettings | None = None,
+          new_tokens: int = 0) -> torch.Tensor:
+    """``scores`` through ``processors``; with ``settings``, the step that picks the last of
+    ``max_new_tokens`` (``new_tokens`` already generated) is forced to ``forced_eos_token_id``
+    (after the others: the forced scores are what every later processor would leave them)."""
     for process in processors:
         scores = process(histories, scores)
+    if settings is not None and settings.forced_eos_token_id is not None and new_tokens == settings.max_new_tokens - 1:
+        forced = torch.full_like(scores, -float("inf"))
+        forced[:, settings.forced_eos_token_id] = 0.0
+        return forced
     return scores

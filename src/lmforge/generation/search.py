@@ -88,7 +88,7 @@ def sample_or_greedy(step, histories: list[list[int]], settings: GenerationSetti
     generated: list[list[int]] = [[] for _ in histories]
     active = list(range(len(histories)))  # the rows still in the batch, by their original index
     while True:
-        scores = apply(processors, [histories[row] for row in active], logits)
+        scores = apply(processors, [histories[row] for row in active], logits, settings, len(generated[active[0]]))
         if settings.do_sample:
             tokens = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
         else:
@@ -133,7 +133,7 @@ def beam_search(step, histories: list[list[int]], settings: GenerationSettings, 
     prompts = histories[::beams]
     length = 0
     while True:
-        log_probs = apply(processors, histories, torch.log_softmax(logits, dim=-1))
+        log_probs = apply(processors, histories, torch.log_softmax(logits, dim=-1), settings, length)
         totals = (log_probs.view(batch, beams, vocab) + running_scores[:, :, None]).view(batch, -1)
         if settings.do_sample:
             picked = torch.multinomial(totals.softmax(dim=-1), keep, generator=generator)

@@ -27,6 +27,9 @@ class GenerationSettings:
     early_stopping: bool | str = False
     num_return_sequences: int = 1
     eos_token_ids: tuple[int, ...] = ()
+    # transformers' ForcedEOSTokenLogitsProcessor: the last of max_new_tokens is always this
+    # token (BART's config.json sets forced_eos_token_id to </s>). None: off.
+    forced_eos_token_id: int | None = None
     stop_strings: tuple[str, ...] = field(default=())
     seed: int | None = None
 
@@ -38,6 +41,8 @@ class GenerationSettings:
         _check_int(self.num_return_sequences, "num_return_sequences", 1)
         _check_int(self.no_repeat_ngram_size, "no_repeat_ngram_size", 0)
         _check_int(self.top_k, "top_k", 0)
+        if self.forced_eos_token_id is not None:
+            _check_int(self.forced_eos_token_id, "forced_eos_token_id", 0)
         if not 0.0 < float(self.top_p) <= 1.0:
             raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.do_sample and not float(self.temperature) > 0.0:

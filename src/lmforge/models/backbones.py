@@ -142,7 +142,8 @@ class EncoderDecoder(_Stacked):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.shared = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.shared = nn.Embedding(config.vocab_size, config.hidden_size,
+                                   padding_idx=config.pad_token_id if config.embedding_pad_row else None)
         self.encoder_embeddings = Embeddings(config, word=self.shared)
         self.decoder_embeddings = Embeddings(config, word=self.shared)
         self.encoder = TransformerStack(config, config.num_layers, causal=False)
@@ -172,11 +173,36 @@ class EncoderDecoder(_Stacked):
                                      output_hidden_states, unpad, cache)
         return EncoderDecoderOutput(decoder_output, encoder_output)
 
+    def forward_on_shifted_input(self, input_ids, attention_mask=None, unpad: bool = False) -> EncoderDecoderOutput:
+        """Both stacks over one input, the decoder reading it shifted right by one after
+        ``decoder_start_token_id`` (BART's classification and span heads, Lewis et al. 2020
+        §3.1; transformers' shift_tokens_right). The shift runs inside each row's real tokens,
+        so left-padded, right-padded and unpadded batches give the same states."""
+        start = self.config.decoder_start_token_id
+        if start is None:
+            raise UserError("this encoder-decoder's config has no decoder_start_token_id to start its decoder with")
+        shifted = torch.cat([torch.full_like(input_ids[:, :1], start), input_ids[:, :-1]], dim=1)
+        if attention_mask is not None:
+            first_real = attention_mask.int().argmax(-1)  # left padding: the shift starts there
+            shifted[torch.arange(shifted.shape[0], device=shifted.device), first_real] = start
+        return self(input_ids, attention_mask, shifted, attention_mask, unpad=unpad)
+
     def new_cache(self) -> KVCache:
         return KVCache.empty(len(self.decoder.schedule), cross_attention=True)
 
     def layer_groups(self) -> list[nn.Module]:
-        return [self.shared, *self.encoder.distinct_layers(), *self.decoder.distinct_layers()]
+        """Bottom to top: both stacks' embeddings (the shared table, positions, norms), the
+        encoder's layers, then the decoder's; a stack's relative position table goes with its
+        first layer and its final norm with its last."""
+        groups: list[nn.Module] = [nn.ModuleList([self.encoder_embeddings, self.decoder_embeddings])]
+        for stack in (self.encoder, self.decoder):
+            layers: list[nn.Module] = list(stack.distinct_layers())
+            if stack.position_bias is not None:
+                layers[0] = nn.ModuleList([stack.position_bias, layers[0]])
+            if stack.final_norm is not None:
+                layers[-1] = nn.ModuleList([layers[-1], stack.final_norm])
+            groups += layers
+        return groups
 
 
 def build_backbone(config: ModelConfig, with_pooler: bool = True) -> nn.Module:

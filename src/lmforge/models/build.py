@@ -9,7 +9,7 @@ states. Every task model keeps the backbone under ``backbone.``, so weight names
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -41,6 +41,15 @@ class TaskModel(nn.Module):
     def needs_pooler(cls, config: ModelConfig) -> bool:
         """Whether this task's heads read the backbone's pooler (it is built only then)."""
         return cls.uses_pooler
+
+    def top_states(self, input_ids, attention_mask=None, token_type_ids=None, unpad: bool = False) -> BackboneOutput:
+        """The hidden states a fine-tuning head reads: the backbone's; for an encoder-decoder
+        the decoder's over the input shifted right (BART), carrying the input's ids, whose
+        final end token "eos" pooling finds (the decoder state there has read the whole input)."""
+        if self.config.architecture != "encoder_decoder":
+            return self.backbone(input_ids, attention_mask, token_type_ids, unpad=unpad)
+        out = self.backbone.forward_on_shifted_input(input_ids, attention_mask, unpad=unpad)
+        return replace(out.decoder, input_ids=out.encoder.input_ids)
 
     def layer_groups(self) -> list[nn.Module]:
         """Bottom to top (ULMFiT's discriminative learning rates); heads and pooler on top."""
@@ -156,11 +165,12 @@ class ForSeq2SeqLM(TaskModel):
 class ForSequenceClassification(TaskModel):
     """A classifier on one vector per sequence: BERT's pooler output over [CLS], or the token
     ``config.pooling`` picks (GPT-2: the last real token) when the backbone has no pooler.
-    ``classifier_hidden`` (RoBERTa): a dense + tanh head on that token instead of the pooler."""
+    ``classifier_hidden`` (RoBERTa): a dense + tanh head on that token instead of the pooler.
+    An encoder-decoder (BART) classifies from the decoder state at the input's final end token."""
 
     task = "sequence_classification"
     uses_pooler = True
-    architectures = ("encoder", "decoder")
+    architectures = ("encoder", "decoder", "encoder_decoder")
 
     @classmethod
     def needs_pooler(cls, config: ModelConfig) -> bool:
@@ -174,9 +184,24 @@ class ForSequenceClassification(TaskModel):
             self.classifier = LinearClassifier(config, max(config.num_labels, 1), bias=config.sequence_classifier_bias)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, unpad: bool = False):
-        out = self.backbone(input_ids, attention_mask, token_type_ids, unpad=unpad)
+        if self.config.pooling == "eos":
+            _check_every_row_has(input_ids, attention_mask, self.config.eos_token_id)
+        out = self.top_states(input_ids, attention_mask, token_type_ids, unpad=unpad)
         pooled = out.pooled if out.pooled is not None else out.pool(self.config.pooling, self.config.eos_token_id)
         return self.classifier(pooled)  # (B, labels)
+
+
+def _check_every_row_has(input_ids, attention_mask, eos_token_id) -> None:
+    """"eos" pooling reads each row's final end token (BART: transformers reads the last of
+    equally many per row and raises otherwise; lmforge reads each row's last): a row without one
+    has nothing to read."""
+    present = input_ids == eos_token_id
+    if attention_mask is not None:
+        present &= attention_mask.bool()
+    if not bool(present.any(-1).all()):
+        row = int((~present.any(-1)).nonzero()[0])
+        raise UserError(f"sequence {row + 1} of the batch has no end token (id {eos_token_id}), which this "
+                        "model's classifier reads; encode inputs with the tokenizer's special tokens")
 
 
 class ForMultipleChoice(ForSequenceClassification):
@@ -184,6 +209,7 @@ class ForMultipleChoice(ForSequenceClassification):
     GPT's multiple choice); the task takes the softmax over each example's answers."""
 
     task = "multiple_choice"
+    architectures = ("encoder", "decoder")
 
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
         TaskModel.__init__(self, config, backbone)
@@ -209,16 +235,18 @@ class ForTokenClassification(TaskModel):
 
 
 class ForQuestionAnswering(TaskModel):
-    """Span start and end logits per token (BERT on SQuAD). No dropout, as the reference."""
+    """Span start and end logits per token (BERT on SQuAD; BART from its decoder states over
+    the shifted input). No dropout, as the reference."""
 
     task = "question_answering"
+    architectures = ("encoder", "encoder_decoder")
 
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
         super().__init__(config, backbone)
         self.span_head = Linear(config.hidden_size, 2)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, unpad: bool = False):
-        out = self.backbone(input_ids, attention_mask, token_type_ids, unpad=unpad)
+        out = self.top_states(input_ids, attention_mask, token_type_ids, unpad=unpad)
         logits = out.padded(self.span_head(out.last_hidden_state))  # (B, T, 2)
         if attention_mask is not None:
             # Padding can never be an answer; -inf-like fill keeps softmax/argmax honest.

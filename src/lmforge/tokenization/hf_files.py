@@ -73,8 +73,12 @@ def load_directory(path: str | Path) -> LoadedDirectory:
         lowercase = bool(config.get("do_lower_case", True))  # BertTokenizer's default
         backend = _wordpiece_from_vocab(vocab_txt, kind, lowercase, config, declared)
     elif (directory / "spiece.model").is_file():
-        lowercase = bool(config.get("do_lower_case", True))  # AlbertTokenizer's defaults
-        backend, kind = _unigram_from_spiece(directory / "spiece.model", lowercase, config)
+        if _is_t5_spiece(directory / "spiece.model", config):
+            lowercase = False  # T5Tokenizer never lowercases
+            backend, kind = _t5_unigram_from_spiece(directory / "spiece.model", config)
+        else:
+            lowercase = bool(config.get("do_lower_case", True))  # AlbertTokenizer's defaults
+            backend, kind = _unigram_from_spiece(directory / "spiece.model", lowercase, config)
     elif vocab_json.is_file() and merges_txt.is_file():
         lowercase = bool(config.get("do_lower_case", False))  # GPT-2 and RoBERTa are cased
         backend, kind = _byte_bpe_from_vocab(vocab_json, merges_txt, lowercase, config, declared_tokens)
@@ -208,6 +212,50 @@ def _unigram_from_spiece(
     if "cls" not in roles or "sep" not in roles:
         raise UserError(f"{path} has no [CLS]/[SEP] pieces (not an ALBERT vocabulary)")
     backend.post_processor = kind.layout.build(roles, options)
+    return backend, kind
+
+
+def _is_t5_spiece(path: Path, config: dict[str, Any]) -> bool:
+    """T5's vocabulary (named by tokenizer_config.json, or recognised by its pieces: <pad>,
+    </s>, <unk> at ids 0, 1, 2 and no ALBERT [CLS])."""
+    from lmforge.tokenization.spiece import read_spiece
+
+    if config.get("tokenizer_class") in KINDS["t5_unigram"].hf_classes:
+        return True
+    if config.get("tokenizer_class") in KINDS["unigram"].hf_classes:
+        return False
+    pieces = [piece for piece, _, _ in read_spiece(path).pieces]
+    return pieces[:3] == ["<pad>", "</s>", "<unk>"] and "[CLS]" not in pieces
+
+
+def _t5_unigram_from_spiece(path: Path, config: dict[str, Any]) -> tuple[tokenizers.Tokenizer, TokenizerKind]:
+    """transformers' T5Tokenizer pipeline around a SentencePiece model file: the file's pieces
+    and scores, then ``extra_ids`` (default 100) sentinels with <extra_id_0> at the highest id;
+    the file's character map as the only normaliser; whitespace split, then Metaspace; ``A </s>``
+    and ``A </s> B </s>`` layouts."""
+    from tokenizers import decoders, normalizers, pre_tokenizers
+
+    from lmforge.tokenization.spiece import CONTROL, UNKNOWN, read_spiece
+
+    spiece = read_spiece(path)
+    kind = KINDS["t5_unigram"]
+    extra_ids = int(config.get("extra_ids", 100))
+    sentinels = [f"<extra_id_{i}>" for i in range(extra_ids - 1, -1, -1)]
+    model = models.Unigram([(piece, score) for piece, score, _ in spiece.pieces] + [(t, 0.0) for t in sentinels],
+                           unk_id=spiece.unk_id, byte_fallback=False)
+    backend = tokenizers.Tokenizer(model)
+    if spiece.precompiled_charsmap:
+        backend.normalizer = normalizers.Precompiled(spiece.precompiled_charsmap)
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.add_special_tokens([piece for piece, _, type_ in spiece.pieces if type_ in (CONTROL, UNKNOWN)]
+                               + sentinels)
+    vocab = backend.get_vocab(with_added_tokens=True)
+    roles = {role: (token, vocab[token]) for role, token in kind.specials.roles.items() if token in vocab}
+    if "eos" not in roles:
+        raise UserError(f"{path} has no </s> piece (not a T5 vocabulary)")
+    backend.post_processor = kind.layout.build(roles, PipelineOptions(lowercase=False))
     return backend, kind
 
 
