@@ -131,18 +131,23 @@ def _with_eos(rows: list[list[int]], eos: int) -> Iterable[int]:
 
 
 def read_corpus(paths: Sequence[str], max_words: int = 0) -> list[str]:
-    """Documents of the corpus files in order, stopping after about ``max_words`` words."""
+    """The paragraphs (blank-line separated) of the corpus files' documents in order, stopping
+    after about ``max_words`` words. Paragraphs rather than documents, so a corpus of a few long
+    books still gives a held-out sample spread over the text."""
     from lmforge.corpus import check_corpus_files, iter_documents
 
     check_corpus_files(list(paths))
-    documents, words = [], 0
+    paragraphs, words = [], 0
     for path in paths:
         for document in iter_documents(path):
-            documents.append(document)
-            words += len(document.split())
-            if max_words and words >= max_words:
-                return documents
-    return documents
+            for paragraph in document.split("\n\n"):
+                if not paragraph.strip():
+                    continue
+                paragraphs.append(paragraph)
+                words += len(paragraph.split())
+                if max_words and words >= max_words:
+                    return paragraphs
+    return paragraphs
 
 
 def split_held_out(texts: Sequence[str], every: int) -> tuple[list[str], list[str]]:
@@ -345,72 +350,101 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def run_ulmfit(config: UlmfitConfig, log: Log = print) -> dict:
-    """Stages 1-3 into ``config.out``: one checkpoint directory per stage and metrics.json."""
+def prepare(config: UlmfitConfig):
+    """Validated settings, the device and the labelled data: (device, labels, train, dev) with
+    train/dev as (texts, label ids)."""
     from lmforge.tasks import LabelMap
-    from lmforge.tokenization import Tokenizer
-    from lmforge.training.rundir import check_out_dir
 
     config.validate()
-    out = check_out_dir(config.out, "--out")
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    train_texts, train_label_names = read_labelled(config.train, config.text_column, config.label_column, config.limit)
-    dev_texts, dev_label_names = read_labelled(config.dev, config.text_column, config.label_column)
-    labels = LabelMap.from_labels(train_label_names)
-    unseen = sorted(set(dev_label_names) - set(labels.labels))
+    train_texts, train_names = read_labelled(config.train, config.text_column, config.label_column, config.limit)
+    dev_texts, dev_names = read_labelled(config.dev, config.text_column, config.label_column)
+    labels = LabelMap.from_labels(train_names)
+    unseen = sorted(set(dev_names) - set(labels.labels))
     if unseen:
         raise UserError(f"dev label {unseen[0]!r} never occurs in {config.train}")
-    history: list[dict] = []
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ulmfit.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    return (resolve_device(config.device), labels, (train_texts, [labels.id_of(x) for x in train_names]),
+            (dev_texts, [labels.id_of(x) for x in dev_names]))
 
-    # Stage 1: the general-domain language model (or a given one).
+
+def stage1_pretrain(config: UlmfitConfig, device: torch.device, log: Log = print):
+    """(language model, tokenizer, history): trained on ``config.general``, or loaded from
+    ``config.pretrained``."""
+    from lmforge.tokenization import Tokenizer
+
     if config.pretrained:
         language_model = load_lstm(config.pretrained, "language_model").to(device)
         if not isinstance(language_model, AWDLSTMLanguageModel):
             raise UserError(f"--pretrained {config.pretrained} is not an AWD-LSTM language model")
-        tokenizer = Tokenizer.from_dir(config.pretrained)
         log(f"stage 1: using {config.pretrained}")
+        return language_model, Tokenizer.from_dir(config.pretrained), []
+    torch.manual_seed(config.seed)
+    # Roughly 1.2 BPE tokens per word: read a little more than the token budget asks.
+    paragraphs = read_corpus(config.general, max_words=int(config.general_tokens / 1.1) if config.general_tokens else 0)
+    general_train, general_held_out = split_held_out(paragraphs, every=20)
+    tokenizer = train_tokenizer(general_train, config.vocab_size or preset(config.preset).vocab_size)
+    stream = token_stream(tokenizer, general_train)
+    if config.general_tokens:
+        stream = stream[: config.general_tokens]
+    model_config = preset(config.preset, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
+    language_model = AWDLSTMLanguageModel(model_config).to(device)
+    history = train_language_model(language_model, stream, token_stream(tokenizer, general_held_out),
+                                   epochs=config.lm_epochs, lr=config.lm_lr, decay=1.0, batch_size=config.batch_size,
+                                   bptt=config.bptt, weight_decay=config.weight_decay, clip=config.clip,
+                                   name="stage 1", log=log)
+    return language_model, tokenizer, history
+
+
+def stage2_finetune(language_model: AWDLSTMLanguageModel, tokenizer, texts: Sequence[str], config: UlmfitConfig,
+                    log: Log = print) -> list[dict]:
+    """The language model fine-tuned in place on the task's text: discriminative rates and STLR."""
+    torch.manual_seed(config.seed)
+    task_train, task_held_out = split_held_out(texts, every=10)
+    return train_language_model(language_model, token_stream(tokenizer, task_train),
+                                token_stream(tokenizer, task_held_out), epochs=config.finetune_epochs,
+                                lr=config.finetune_lr, decay=config.discriminative_decay,
+                                batch_size=config.batch_size, bptt=config.bptt, weight_decay=config.weight_decay,
+                                clip=config.clip, name="stage 2", log=log)
+
+
+def stage3_classifier(language_model: AWDLSTMLanguageModel | None, tokenizer, labels: Sequence[str], train, dev,
+                      config: UlmfitConfig, log: Log = print, name: str = "stage 3"):
+    """(classifier, history). The encoder starts from ``language_model`` and is unfrozen
+    gradually; with ``language_model=None`` it starts from scratch (a preset-sized AWD-LSTM
+    of the tokenizer's vocabulary) with every layer trained from the first epoch."""
+    torch.manual_seed(config.seed)
+    if language_model is not None:
+        classifier = classifier_from_language_model(language_model, labels)
     else:
-        base = preset(config.preset)
-        vocab_size = config.vocab_size or base.vocab_size
-        # Roughly 1.3 BPE tokens per word: read a little more than the token budget asks.
-        documents = read_corpus(config.general, max_words=int(config.general_tokens / 1.2) if config.general_tokens else 0)
-        general_train, general_held_out = split_held_out(documents, every=20)
-        tokenizer = train_tokenizer(general_train, vocab_size)
-        stream = token_stream(tokenizer, general_train)
-        if config.general_tokens:
-            stream = stream[: config.general_tokens]
-        language_model = AWDLSTMLanguageModel(
-            preset(config.preset, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)).to(device)
-        history += train_language_model(language_model, stream, token_stream(tokenizer, general_held_out),
-                                        epochs=config.lm_epochs, lr=config.lm_lr, decay=1.0,
-                                        batch_size=config.batch_size, bptt=config.bptt,
-                                        weight_decay=config.weight_decay, clip=config.clip, name="stage 1", log=log)
+        base = preset(config.preset, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
+        classifier = AWDLSTMClassifier(base.for_classifier(tuple(labels))).to(resolve_device(config.device))
+    history = train_classifier(
+        classifier, encode_texts(tokenizer, train[0], config.max_length), train[1],
+        encode_texts(tokenizer, dev[0], config.max_length), dev[1], epochs=config.classifier_epochs,
+        lr=config.classifier_lr, decay=config.discriminative_decay, batch_size=config.classifier_batch_size,
+        weight_decay=config.weight_decay, clip=config.clip, seed=config.seed,
+        gradual_unfreezing=language_model is not None, name=name, log=log)
+    return classifier, history
+
+
+def run_ulmfit(config: UlmfitConfig, log: Log = print) -> dict:
+    """Stages 1-3 into ``config.out``: one checkpoint directory per stage and metrics.json."""
+    from lmforge.training.rundir import check_out_dir
+
+    device, labels, train, dev = prepare(config)
+    out = check_out_dir(config.out, "--out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ulmfit.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    language_model, tokenizer, history = stage1_pretrain(config, device, log)
+    if not config.pretrained:
         save_stage(language_model, tokenizer, out / STAGE_DIRS[0], log)
-
-    # Stage 2: the language model fine-tuned on the task's text.
-    task_texts = read_corpus(config.task_text) if config.task_text else list(train_texts)
-    task_train, task_held_out = split_held_out(task_texts, every=10)
-    history += train_language_model(language_model, token_stream(tokenizer, task_train),
-                                    token_stream(tokenizer, task_held_out), epochs=config.finetune_epochs,
-                                    lr=config.finetune_lr, decay=config.discriminative_decay,
-                                    batch_size=config.batch_size, bptt=config.bptt,
-                                    weight_decay=config.weight_decay, clip=config.clip, name="stage 2", log=log)
+    task_texts = read_corpus(config.task_text) if config.task_text else list(train[0])
+    history += stage2_finetune(language_model, tokenizer, task_texts, config, log)
     save_stage(language_model, tokenizer, out / STAGE_DIRS[1], log)
-
-    # Stage 3: the classifier, gradually unfrozen.
-    classifier = classifier_from_language_model(language_model, labels.labels)
-    history += train_classifier(
-        classifier, encode_texts(tokenizer, train_texts, config.max_length), [labels.id_of(x) for x in train_label_names],
-        encode_texts(tokenizer, dev_texts, config.max_length), [labels.id_of(x) for x in dev_label_names],
-        epochs=config.classifier_epochs, lr=config.classifier_lr, decay=config.discriminative_decay,
-        batch_size=config.classifier_batch_size, weight_decay=config.weight_decay, clip=config.clip,
-        seed=config.seed, log=log)
+    classifier, classifier_history = stage3_classifier(language_model, tokenizer, labels.labels, train, dev, config, log)
+    history += classifier_history
     save_stage(classifier, tokenizer, out / STAGE_DIRS[2], log)
     metrics = {"history": history, "dev_accuracy": history[-1]["dev_accuracy"] if config.classifier_epochs else None,
-               "labels": labels.labels, "train_examples": len(train_texts), "dev_examples": len(dev_texts)}
+               "labels": labels.labels, "train_examples": len(train[0]), "dev_examples": len(dev[0])}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
