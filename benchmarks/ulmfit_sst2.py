@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, offline  # noqa: E402
+from common import machine, offline
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data"
@@ -102,7 +102,7 @@ def main() -> int:
     args = parser.parse_args()
     offline()
     torch.set_num_threads(args.threads)
-    from lmforge.lstm.ulmfit import (UlmfitConfig, read_corpus, read_labelled, resolve_device, save_stage,
+    from lmforge.lstm.ulmfit import (UlmfitConfig, read_labelled, resolve_device, save_stage,
                                      stage1_pretrain, stage2_finetune, stage3_classifier)
     from lmforge.tasks import LabelMap
 

@@ -46,6 +46,7 @@ def test_weight_drop_layer_matches_a_plain_lstm_in_eval():
     expected, (h_ref, c_ref) = reference(x)
     torch.testing.assert_close(output, expected)
     torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(c, c_ref)
 
 
 def test_embedding_dropout_drops_whole_words():

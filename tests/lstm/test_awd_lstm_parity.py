@@ -7,11 +7,11 @@ import torch
 
 pytest.importorskip("fastai.text.models.core")
 
-from fastai.text.models.awdlstm import AWD_LSTM  # noqa: E402
-from fastai.text.models.core import get_language_model, get_text_classifier  # noqa: E402
+from fastai.text.models.awdlstm import AWD_LSTM
+from fastai.text.models.core import get_language_model, get_text_classifier
 
-from lmforge.lstm.awd_lstm import AWDLSTMClassifier, AWDLSTMLanguageModel  # noqa: E402
-from lmforge.lstm.awd_lstm_config import AWDLSTMConfig  # noqa: E402
+from lmforge.lstm.awd_lstm import AWDLSTMClassifier, AWDLSTMLanguageModel
+from lmforge.lstm.awd_lstm_config import AWDLSTMConfig
 
 VOCAB = 37
 CONFIG = AWDLSTMConfig(vocab_size=VOCAB, embedding_size=12, hidden_size=20, num_layers=3)

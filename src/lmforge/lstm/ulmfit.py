@@ -36,7 +36,7 @@ from torch import nn
 
 from lmforge.errors import UserError
 from lmforge.lstm.awd_lstm import MODEL_TYPE, AWDLSTMClassifier, AWDLSTMLanguageModel, State, detach_state
-from lmforge.lstm.awd_lstm_config import AWDLSTMConfig, preset
+from lmforge.lstm.awd_lstm_config import preset
 from lmforge.lstm.checkpoint import load_lstm, save_lstm
 from lmforge.progress import progress
 from lmforge.toolbox import GradualUnfreezer, discriminative_param_groups
