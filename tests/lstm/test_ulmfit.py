@@ -91,6 +91,7 @@ def test_three_stages_end_to_end(tmp_path, capsys):
     assert stages == ["stage 1"] * 2 + ["stage 2"] * 2 + ["stage 3"] * 2
     assert all(record["held_out_perplexity"] > 1 for record in metrics["history"][:4])
     assert 0 <= metrics["dev_accuracy"] <= 1 and metrics["labels"] == ["0", "1"]
+    assert json.loads((out / "ulmfit.json").read_text())["general_tokens"] == 4000  # the settings, for a rerun
     for directory, kind in zip(STAGE_DIRS, (AWDLSTMLanguageModel, AWDLSTMLanguageModel, AWDLSTMClassifier)):
         assert isinstance(load_lstm(out / directory), kind)
         assert (out / directory / "tokenizer.json").is_file()

@@ -432,8 +432,6 @@ def run_ulmfit(config: UlmfitConfig, log: Log = print) -> dict:
 
     device, labels, train, dev = prepare(config)
     out = check_out_dir(config.out, "--out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ulmfit.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     language_model, tokenizer, history = stage1_pretrain(config, device, log)
     if not config.pretrained:
         save_stage(language_model, tokenizer, out / STAGE_DIRS[0], log)
@@ -445,6 +443,7 @@ def run_ulmfit(config: UlmfitConfig, log: Log = print) -> dict:
     save_stage(classifier, tokenizer, out / STAGE_DIRS[2], log)
     metrics = {"history": history, "dev_accuracy": history[-1]["dev_accuracy"] if config.classifier_epochs else None,
                "labels": labels.labels, "train_examples": len(train[0]), "dev_examples": len(dev[0])}
+    (out / "ulmfit.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
