@@ -12,7 +12,8 @@ rate, and the token budget is set so that one epoch fits (held-out evaluation is
 Stage 2 fine-tunes the LM on all SST-2 training sentences without their labels. Stage 3 trains
 the classifier on the first N sentences of a seeded shuffle of the training set (N = 100 and
 1,000; the same sentences for both sides), gradually unfrozen; the scratch side is the same
-architecture, tokenizer and settings, randomly initialised and fully trained from epoch one.
+architecture, tokenizer and settings, randomly initialised and fully trained from epoch one at
+one learning rate (no discriminative rates: there is no pretrained knowledge to protect).
 Dev accuracy is on all 872 SST-2 dev sentences after the last epoch. Results: console, a JSON
 file in --out and a markdown table for benchmarks/RESULTS.md.
 

@@ -57,7 +57,7 @@ def register(subparsers) -> None:
     model.add_argument("--classifier-batch-size", type=positive_int, default=S, help="texts per stage-3 step (32)")
     model.add_argument("--max-length", type=positive_int, default=S, help="stage-3 tokens per text (default 400)")
     model.add_argument("--seed", type=int, default=S)
-    model.add_argument("--device", default=S, help="cpu (default), cuda, cuda:N or auto")
+    model.add_argument("--device", default=S, help="auto (default: a GPU when there is one), cpu, cuda or cuda:N")
     p.set_defaults(func=run_ulmfit_command)
 
 

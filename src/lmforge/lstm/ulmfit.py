@@ -76,7 +76,7 @@ class UlmfitConfig:
     weight_decay: float = 0.01
     clip: float = 0.25
     seed: int = 42
-    device: str = "cpu"
+    device: str = "auto"  # a GPU when there is one
 
     def validate(self) -> None:
         if not self.general and not self.pretrained:
@@ -410,7 +410,8 @@ def stage3_classifier(language_model: AWDLSTMLanguageModel | None, tokenizer, la
                       config: UlmfitConfig, log: Log = print, name: str = "stage 3"):
     """(classifier, history). The encoder starts from ``language_model`` and is unfrozen
     gradually; with ``language_model=None`` it starts from scratch (a preset-sized AWD-LSTM
-    of the tokenizer's vocabulary) with every layer trained from the first epoch."""
+    of the tokenizer's vocabulary) with every layer trained from the first epoch at one rate
+    (discriminative rates protect what pretraining learned; a random encoder has nothing to protect)."""
     torch.manual_seed(config.seed)
     if language_model is not None:
         classifier = classifier_from_language_model(language_model, labels)
@@ -420,7 +421,8 @@ def stage3_classifier(language_model: AWDLSTMLanguageModel | None, tokenizer, la
     history = train_classifier(
         classifier, encode_texts(tokenizer, train[0], config.max_length), train[1],
         encode_texts(tokenizer, dev[0], config.max_length), dev[1], epochs=config.classifier_epochs,
-        lr=config.classifier_lr, decay=config.discriminative_decay, batch_size=config.classifier_batch_size,
+        lr=config.classifier_lr, decay=config.discriminative_decay if language_model is not None else 1.0,
+        batch_size=config.classifier_batch_size,
         weight_decay=config.weight_decay, clip=config.clip, seed=config.seed,
         gradual_unfreezing=language_model is not None, name=name, log=log)
     return classifier, history
