@@ -156,6 +156,7 @@ def main() -> int:
             results.append({"labelled": size, "side": side, "dev_accuracy": side_history[-1]["dev_accuracy"],
                             "epochs": side_history})
     summary = {"machine": machine(device), "command": " ".join(sys.argv), "stage1": stage1,
+               "total_wall_minutes": (time.perf_counter() - started) / 60,
                "stage2_held_out_perplexity": history[-1]["held_out_perplexity"], "dev_examples": len(dev_texts),
                "config": {k: v for k, v in vars(config).items() if k not in ("general",)},
                "results": [{k: v for k, v in r.items() if k != "epochs"} for r in results], "history": history,
@@ -163,7 +164,8 @@ def main() -> int:
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nstage 1: {config.general_tokens:,} tokens in {stage1['wall_minutes']:.1f} wall min "
           f"({stage1['cpu_minutes']:.2f} CPU min), held-out perplexity {summary['stage1']['held_out_perplexity']:.1f}; "
-          f"stage 2 held-out perplexity {summary['stage2_held_out_perplexity']:.1f}\n")
+          f"stage 2 held-out perplexity {summary['stage2_held_out_perplexity']:.1f}; "
+          f"all stages {summary['total_wall_minutes']:.1f} wall min\n")
     print("| labelled sentences | ULMFiT dev accuracy | from scratch dev accuracy |\n|---|---|---|")
     for size in sizes:
         pair = {r["side"]: r["dev_accuracy"] for r in results if r["labelled"] == size}
