@@ -17,6 +17,8 @@ setup: $(BIN)/python
 
 setup-test: $(BIN)/python
 	$(BIN)/pip install -q -e ".[test]"
+	# fastai without its requirements (torchvision would replace the pinned torch): the AWD-LSTM oracle.
+	$(BIN)/pip install -q --no-deps "fastai>=2.7,<2.9"
 
 demo: setup
 	$(BIN)/python -m lmforge.demo

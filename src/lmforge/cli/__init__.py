@@ -28,6 +28,7 @@ _COMMAND_MODULES = [
     "lmforge.cli.pretrain",
     "lmforge.cli.finetune",
     "lmforge.cli.generate",
+    "lmforge.cli.ulmfit",
 ]
 
 

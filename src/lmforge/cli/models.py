@@ -65,13 +65,17 @@ def run_presets(args: argparse.Namespace) -> int:
     from lmforge.lstm.elmo_config import preset_rows as elmo_rows
 
     rows += elmo_rows()
+    from lmforge.lstm.awd_lstm_config import PRESETS as AWD_LSTM_PRESETS, language_model_parameters
+
+    rows += [(name, "awd_lstm", c.num_layers, c.hidden_size, "-", f"{language_model_parameters(c):,}",
+              f"embedding {c.embedding_size}, vocabulary {c.vocab_size:,}") for name, c in AWD_LSTM_PRESETS.items()]
     header = ("preset", "family", "layers", "hidden", "heads", "parameters", "")
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).rjust(w) if isinstance(cell, int) or i == 5 else str(cell).ljust(w)
                         for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
     print("parameters: with the pretraining heads (encoders: MLM, and NSP/SOP where the family has one; "
-          "decoders and encoder-decoders: the LM head), tied weights once")
+          "decoders and encoder-decoders: the LM head; LSTMs: the LM's softmax or decoder), tied weights once")
     return 0
 
 
