@@ -150,3 +150,22 @@ def decoder_model(name: str, tiny_positions: int):
     if name == "llama-tiny":
         return get_preset("llama-tiny").replace(max_positions=tiny_positions), transformers.LlamaForCausalLM
     raise SystemExit(f"unknown model {name}")
+
+
+def seq2seq_model(name: str):
+    """(lmforge config, transformers class that loads its export) of the encoder-decoder
+    benchmarks: issue 11's CPU shape (BART-base's layout cut to 4+4 layers of hidden 256, full
+    50,265 vocabulary), the real bart-base and t5-small for GPUs, and tiny ones for dry runs."""
+    import transformers
+
+    from lmforge.families import get_preset
+
+    if name == "bart-4x256":  # issue 11's CPU shape
+        config = get_preset("facebook/bart-base").replace(num_layers=4, num_decoder_layers=4, hidden_size=256,
+                                                          num_heads=4, intermediate_size=1024)
+        return config, transformers.BartForConditionalGeneration
+    if name in ("bart-base", "bart-tiny"):
+        return get_preset("facebook/bart-base" if name == "bart-base" else name), transformers.BartForConditionalGeneration
+    if name in ("t5-small", "t5-tiny"):
+        return get_preset(name), transformers.T5ForConditionalGeneration
+    raise SystemExit(f"unknown model {name}")

@@ -75,7 +75,7 @@ def run_presets(args: argparse.Namespace) -> int:
         print("  ".join(str(cell).rjust(w) if isinstance(cell, int) or i == 5 else str(cell).ljust(w)
                         for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
     print("parameters: with the pretraining heads (encoders: MLM, and NSP/SOP where the family has one; "
-          "decoders and encoder-decoders: the LM head; LSTMs: the LM's softmax or decoder), tied weights once")
+          "decoders and encoder-decoders: the LM head; ELMo without its softmax, AWD-LSTM with its tied decoder), tied weights once")
     return 0
 
 
