@@ -177,7 +177,18 @@ class EncoderDecoder(_Stacked):
         return KVCache.empty(len(self.decoder.schedule), cross_attention=True)
 
     def layer_groups(self) -> list[nn.Module]:
-        return [self.shared, *self.encoder.distinct_layers(), *self.decoder.distinct_layers()]
+        """Bottom to top: the token table with both stacks' positions and embedding norms, the
+        encoder's layers, the decoder's; a stack's relative position table (T5) goes with its bottom
+        layer, its final norm with its top one."""
+        groups: list[nn.Module] = [nn.ModuleList([self.shared, self.encoder_embeddings, self.decoder_embeddings])]
+        for stack in (self.encoder, self.decoder):
+            layers = list(stack.distinct_layers())
+            if getattr(stack, "position_bias", None) is not None:  # T5's table, shared by the stack
+                layers[0] = nn.ModuleList([stack.position_bias, layers[0]])
+            if stack.final_norm is not None:
+                layers[-1] = nn.ModuleList([layers[-1], stack.final_norm])
+            groups += layers
+        return groups
 
 
 def build_backbone(config: ModelConfig, with_pooler: bool = True) -> nn.Module:
