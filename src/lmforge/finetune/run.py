@@ -35,7 +35,7 @@ class FinetuneConfig:
     """Every setting of ``lmforge finetune``; a recipe file holds the same keys (flat)."""
 
     model: str = ""  # checkpoint directory (lmforge or HF layout) with any head
-    task: Literal["classification", "ner", "qa", "multiple_choice"] = "classification"
+    task: Literal["classification", "ner", "qa", "multiple_choice", "seq2seq"] = "classification"
     train: str = ""  # training file
     eval: str = ""  # held-out file: scored every epoch, picks the best epoch
     out: str = ""  # output directory
@@ -64,6 +64,18 @@ class FinetuneConfig:
     freeze_encoder: bool = False  # train the task head only (a linear probe)
     patience: int = 0  # stop after N epochs without improvement (0: run every epoch)
     device: str = "auto"
+    # seq2seq (lmforge.tasks.seq2seq): fields, decoding and metrics; BART's MT source encoder
+    source_column: str | None = None  # JSONL source field (default "source")
+    target_column: str | None = None  # JSONL target field (default "target")
+    max_target_length: int | None = None  # target tokens kept (default 128, at most the decoder's positions)
+    label_smoothing: float = 0.0  # transformers/fairseq label smoothing (BART: 0.1)
+    metric: str | None = None  # rouge, bleu or accuracy (default: accuracy with label_words, else rouge)
+    num_beams: int = 4  # beam width when evaluating by generation
+    source_prefix: str | None = None  # T5 task prefix before every source ("sst2 sentence: ")
+    label_words: str | None = None  # classification as text: "negative,positive" or "0=negative,1=positive"
+    new_source_encoder: int = 0  # BART MT: layers of a new random source encoder before BART's encoder (0: none)
+    source_tokenizer: str | None = None  # BART MT: the source language's tokenizer directory (its own vocabulary)
+    stage1_epochs: int = 0  # BART MT: first epochs train only the new encoder, positions, layer-0 q/k/v
 
     def task_options(self) -> TaskOptions:
         names = {f.name for f in fields(TaskOptions)}
@@ -91,6 +103,27 @@ class FinetuneConfig:
             raise UserError("choose one of freeze_encoder and gradual_unfreezing")
         if self.max_length is not None and self.max_length < 8:
             raise UserError(f"max_length {self.max_length} is too short")
+        self._validate_seq2seq()
+
+    def _validate_seq2seq(self) -> None:
+        seq2seq_only = ("source_column", "target_column", "max_target_length", "source_prefix", "label_words",
+                        "metric", "source_tokenizer")
+        used = [k for k in seq2seq_only if getattr(self, k) is not None]
+        used += [k for k in ("new_source_encoder", "stage1_epochs", "label_smoothing") if getattr(self, k)]
+        if self.task != "seq2seq" and used:
+            raise UserError(f"{used[0]} is a --task seq2seq setting")
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.num_beams < 1 or (self.max_target_length is not None and self.max_target_length < 2):
+            raise UserError("num_beams must be at least 1 and max_target_length at least 2")
+        if self.new_source_encoder < 0 or self.stage1_epochs < 0:
+            raise UserError("new_source_encoder and stage1_epochs must be >= 0")
+        if bool(self.new_source_encoder) != bool(self.source_tokenizer):
+            raise UserError("new_source_encoder (layers) and source_tokenizer (its vocabulary) go together")
+        if self.stage1_epochs and not self.new_source_encoder:
+            raise UserError("stage1_epochs trains a new source encoder first; set new_source_encoder")
+        if self.stage1_epochs >= self.epochs and self.stage1_epochs:
+            raise UserError(f"stage1_epochs {self.stage1_epochs} leaves no epoch of stage 2 in {self.epochs}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -243,10 +276,12 @@ def save_model(model: nn.Module, tokenizer, directory: Path) -> None:
     multiple choice on GPT-2), built beside the target and renamed over it
     (``lmforge.files.staged_dir``): the previous best model stays whole until the new one is complete."""
     import lmforge
-    from lmforge.families import get_family
+    from lmforge.families import registered_families
     from lmforge.files import staged_dir
 
-    has_hf_class = model.task in get_family(model.config.family).hf_architectures
+    family = registered_families().get(model.config.family)
+    has_hf_class = family is not None and model.task in family.hf_architectures and \
+        not getattr(model.backbone, "source_encoder", None)
     with staged_dir(directory) as staging:
         lmforge.save(model, staging, tokenizer, format="hf" if has_hf_class else "lmforge")
 

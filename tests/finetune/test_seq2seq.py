@@ -1,0 +1,191 @@
+"""`--task seq2seq` (lmforge.tasks.seq2seq): a tiny BART learns the bundled copy task from
+scratch; a tiny T5 answers SST-2 as words ("positive"); teacher-forcing layout, label
+smoothing, the metrics, and the bad-input rules (empty sides skipped with a count, long
+targets cut with a count, a missing JSONL field named by file:line) through the API and CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lmforge
+from lmforge.cli import main
+from lmforge.errors import UserError
+from lmforge.families import get_preset
+from lmforge.finetune import FinetuneConfig, evaluate_model, predict_file, run_finetune
+from lmforge.models.build import build_model
+from lmforge.tasks import TaskOptions, make_task
+from lmforge.tasks.seq2seq import bleu_score, parse_label_words, read_pairs, rouge_scores, split_sentences
+from lmforge.tokenization import Tokenizer
+
+from finetune_samples import DATA, SST2, one_thread  # noqa: F401 (fixture)
+
+TOY = DATA / "seq2seq-toy"
+COPY = (TOY / "copy-train.tsv", TOY / "copy-dev.tsv")
+NO_DROPOUT = dict(hidden_dropout=0.0, attention_dropout=0.0)
+SMALL = dict(hidden_size=64, num_heads=4, intermediate_size=128, **NO_DROPOUT)
+
+
+def _train_tokenizer(root: Path, texts: list[str], kind: str, vocab_size: int) -> Tokenizer:
+    corpus = root / f"{kind}.txt"
+    corpus.write_text("\n".join(texts) + "\n")
+    return Tokenizer.train([corpus], kind=kind, vocab_size=vocab_size, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def bart(tmp_path_factory) -> Path:
+    """bart-tiny at width 64 over a byte-level BPE of the toy letters."""
+    root = tmp_path_factory.mktemp("seq2seq")
+    texts = [side for line in COPY[0].read_text().splitlines() for side in line.split("\t")]
+    tokenizer = _train_tokenizer(root, texts, "byte_bpe", 300)
+    config = get_preset("bart-tiny").replace(vocab_size=tokenizer.vocab_size, max_positions=32, **SMALL)
+    return lmforge.save(build_model(config, "seq2seq_lm", seed=0), root / "bart", tokenizer)
+
+
+def settings(checkpoint: Path, out: Path, files=COPY, **changes) -> FinetuneConfig:
+    values = dict(model=str(checkpoint), task="seq2seq", train=str(files[0]), eval=str(files[1]), out=str(out),
+                  epochs=5, batch_size=16, lr=3e-3, schedule="constant", warmup_fraction=0.0, device="cpu",
+                  metric="accuracy", num_beams=2, max_target_length=16)
+    values.update(changes)
+    return FinetuneConfig(**values)
+
+
+def test_a_tiny_bart_learns_to_copy(bart, tmp_path):
+    summary = run_finetune(settings(bart, tmp_path / "copy"))
+    # 40 dev sequences of 2-6 letters; an untrained model gets none (measured: 40/40 by epoch 4).
+    assert summary["accuracy"] >= 0.9, summary
+    assert summary["task"] == "seq2seq" and summary["metric"] == "accuracy"
+    lines = (tmp_path / "copy" / "predictions.tsv").read_text().splitlines()
+    assert lines[0] == "source\ttarget\tpredicted" and len(lines) == 41
+    right = [line for line in lines[1:] if line.split("\t")[1] == line.split("\t")[2]]
+    assert len(right) == round(summary["accuracy"] * 40)
+    model = tmp_path / "copy" / "model"
+    again = evaluate_model(model, None, COPY[1], options=TaskOptions(metric="accuracy", num_beams=2,
+                                                                     max_target_length=16), device="cpu")
+    assert again["accuracy"] == pytest.approx(summary["accuracy"])
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("a b c\nj i h g\n")
+    assert predict_file(model, None, inputs, options=TaskOptions(num_beams=2, max_target_length=16),
+                        device="cpu") == ["a b c", "j i h g"]
+
+
+def _contains_a(path: Path, count: int, seed: int) -> Path:
+    """A classification file in SST-2's layout: 2-6 letters, label 1 when one of them is 'a'."""
+    rng = random.Random(seed)
+    lines = ["sentence\tlabel"]
+    for _ in range(count):
+        words, label = [rng.choice("bcdefghij") for _ in range(rng.randint(2, 6))], rng.randint(0, 1)
+        if label:
+            words[rng.randrange(len(words))] = "a"
+        lines.append(f"{' '.join(words)}\t{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_t5_text_to_text_classification(tmp_path):
+    """T5's classification as text: 'find: ...' -> 'no' / 'yes', accuracy from the generated words."""
+    files = (_contains_a(tmp_path / "train.tsv", 400, 0), _contains_a(tmp_path / "dev.tsv", 40, 1))
+    tokenizer = _train_tokenizer(tmp_path, ["a b c d e f g h i j"] * 20 + ["no yes find:"] * 20, "t5_unigram", 160)
+    config = get_preset("t5-tiny").replace(vocab_size=tokenizer.vocab_size, head_dim=16, **SMALL)
+    checkpoint = lmforge.save(build_model(config, "seq2seq_lm", seed=0), tmp_path / "t5", tokenizer)
+    summary = run_finetune(settings(checkpoint, tmp_path / "find", files=files, epochs=4, label_words="no,yes",
+                                    source_prefix="find: ", metric=None, num_beams=1, max_target_length=8))
+    assert summary["metric"] == "accuracy"
+    # 40 dev rows, half with an 'a': chance is 1/2 (measured: 40/40 at epoch 4).
+    assert summary["accuracy"] >= 0.9, summary
+    rows = [line.split("\t") for line in (tmp_path / "find" / "predictions.tsv").read_text().splitlines()[1:]]
+    sentence, label = files[1].read_text().splitlines()[1].split("\t")
+    assert rows[0][:2] == [sentence, ["no", "yes"][int(label)]]  # the source as read, the label as its word
+
+
+def test_teacher_forcing_layout_and_label_smoothing(bart, tmp_path):
+    model, tokenizer = lmforge.load(bart)
+    task = make_task("seq2seq", TaskOptions(label_smoothing=0.1))
+    task.pad_id = tokenizer.pad_id
+    task.configure_for(model, tokenizer)
+    examples = task.read(COPY[1])[:3]
+    features = task.encode(examples, tokenizer)
+    for example, feature in zip(examples, features):
+        assert feature["labels"] == tokenizer.encode(example.target)["input_ids"]  # <s> target </s>
+        assert feature["decoder_input_ids"] == [model.config.decoder_start_token_id, *feature["labels"][:-1]]
+    batch = task.collate(features)
+    logits = model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"],
+                   batch["decoder_attention_mask"])
+    real = batch["labels"] != -100
+    log_probs = logits.float().log_softmax(-1)[real]
+    gold = batch["labels"][real]
+    nll = -log_probs.gather(1, gold[:, None]).squeeze(1)
+    expected = (0.9 * nll - 0.1 * log_probs.mean(-1)).sum()  # transformers' LabelSmoother, summed
+    assert task.counts(batch) == {"seq2seq": int(real.sum())}
+    assert torch.allclose(task.loss_sums(model, batch, unpad=True)["seq2seq"], expected, atol=1e-4)
+    unsmoothed = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), reduction="sum")
+    assert torch.allclose(nll.sum(), unsmoothed, atol=1e-4)
+
+
+def test_long_targets_are_cut_with_a_count(bart, tmp_path, capsys):
+    model, tokenizer = lmforge.load(bart)
+    data = tmp_path / "long.tsv"
+    data.write_text("a b\ta b\nc d\t" + " ".join("abcdefghij" * 4) + "\n")
+    task = make_task("seq2seq", TaskOptions(max_target_length=64))
+    task.pad_id = tokenizer.pad_id
+    task.configure_for(model, tokenizer)  # the decoder's 32 positions win over 64
+    features = task.encode(task.read(data), tokenizer)
+    assert "cut 1 of 2 target(s) to 32 tokens" in capsys.readouterr().err
+    assert len(features[1]["labels"]) == 32 and features[1]["labels"][-1] == tokenizer.eos_id
+    assert len(features[0]["labels"]) < 32
+
+
+def test_reader_skips_empty_sides_and_names_bad_lines(tmp_path, capsys):
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("a b\tb a\n\tx\ny\t \n\nc\td\n")
+    assert [(e.source, e.target, e.line) for e in read_pairs(tsv)] == [("a b", "b a", 1), ("c", "d", 5)]
+    assert "left out 3 example(s) with an empty source or target" in capsys.readouterr().err
+    tsv.write_text("\tx\n \t \n")
+    with pytest.raises(UserError, match=r"no examples with both a source and a target \(2 empty\)"):
+        read_pairs(tsv)
+    tsv.write_text("a\tb\nno tab here\n")
+    with pytest.raises(UserError, match=r"pairs.tsv:2: expected 'source<TAB>target', found 1"):
+        read_pairs(tsv)
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text(json.dumps({"dialogue": "hi", "summary": "greeting"}) + "\n" + json.dumps({"dialogue": "x"}) + "\n")
+    with pytest.raises(UserError, match=r"pairs.jsonl:2: no field 'summary'"):
+        read_pairs(jsonl, "dialogue", "summary")
+    with pytest.raises(UserError, match=r"pairs.jsonl:1: no field 'source'"):
+        read_pairs(jsonl)
+    with pytest.raises(UserError, match="reads .jsonl or .tsv"):
+        read_pairs(tmp_path / "pairs.csv")
+
+
+def test_metrics_and_label_words():
+    assert rouge_scores(["the cat sat. it slept."], ["the cat sat. it slept."]) == pytest.approx(
+        {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0, "rougeLsum": 100.0})
+    assert split_sentences("The cat sat. It slept! Why?") == "The cat sat.\nIt slept!\nWhy?"
+    # Lsum reads sentences: two sentences in swapped order keep every in-sentence LCS.
+    swapped = rouge_scores(["a b c. d e f."], ["d e f. a b c."])
+    assert swapped["rougeLsum"] == pytest.approx(100.0) and swapped["rougeL"] < 100.0
+    assert bleu_score(["a man rides a red bike ."], ["a man rides a red bike ."])["bleu"] == pytest.approx(100.0)
+    assert 0 < bleu_score(["a man rides a red bike ."], ["a man rides a bike ."])["bleu"] < 100
+    assert parse_label_words("negative,positive") == {"0": "negative", "1": "positive"}
+    assert parse_label_words("neg=bad, pos=good") == {"neg": "bad", "pos": "good"}
+    with pytest.raises(UserError, match="one non-empty word of its own"):
+        parse_label_words("yes,yes")
+    with pytest.raises(UserError, match="unknown metric"):
+        make_task("seq2seq", TaskOptions(metric="meteor"))
+
+
+def test_cli_errors_are_one_line(bart, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"source": "a", "target": "a"}) + "\n" + json.dumps({"source": "b"}) + "\n")
+    code = main(["finetune", "--model", str(bart), "--task", "seq2seq", "--train", str(bad), "--eval", str(bad),
+                 "--out", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert f"{bad}:2: no field 'target'" in err
+    code = main(["finetune", "--model", str(bart), "--task", "classification", "--train", str(COPY[0]),
+                 "--eval", str(COPY[1]), "--out", str(tmp_path / "out2"), "--label-smoothing", "0.1"])
+    assert code != 0 and "label_smoothing is a --task seq2seq setting" in capsys.readouterr().err
