@@ -21,9 +21,10 @@ from lmforge.finetune import FinetuneConfig, evaluate_model, predict_file, run_f
 from lmforge.models.build import build_model
 from lmforge.tasks import TaskOptions, make_task
 from lmforge.tasks.seq2seq import bleu_score, parse_label_words, read_pairs, rouge_scores, split_sentences
+from lmforge.tasks.source_encoder import TwoStages, in_stage1, with_source_encoder
 from lmforge.tokenization import Tokenizer
 
-from finetune_samples import DATA, SST2, one_thread  # noqa: F401 (fixture)
+from finetune_samples import DATA, one_thread  # noqa: F401 (fixture)
 
 TOY = DATA / "seq2seq-toy"
 COPY = (TOY / "copy-train.tsv", TOY / "copy-dev.tsv")
@@ -152,7 +153,8 @@ def test_reader_skips_empty_sides_and_names_bad_lines(tmp_path, capsys):
     with pytest.raises(UserError, match=r"pairs.tsv:2: expected 'source<TAB>target', found 1"):
         read_pairs(tsv)
     jsonl = tmp_path / "pairs.jsonl"
-    jsonl.write_text(json.dumps({"dialogue": "hi", "summary": "greeting"}) + "\n" + json.dumps({"dialogue": "x"}) + "\n")
+    rows = [{"dialogue": "hi", "summary": "greeting"}, {"dialogue": "x"}]
+    jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with pytest.raises(UserError, match=r"pairs.jsonl:2: no field 'summary'"):
         read_pairs(jsonl, "dialogue", "summary")
     with pytest.raises(UserError, match=r"pairs.jsonl:1: no field 'source'"):
@@ -189,3 +191,62 @@ def test_cli_errors_are_one_line(bart, tmp_path, capsys):
     code = main(["finetune", "--model", str(bart), "--task", "classification", "--train", str(COPY[0]),
                  "--eval", str(COPY[1]), "--out", str(tmp_path / "out2"), "--label-smoothing", "0.1"])
     assert code != 0 and "label_smoothing is a --task seq2seq setting" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# BART's machine translation: a new source encoder, two stages (lmforge.tasks.source_encoder)
+
+
+@pytest.fixture(scope="module")
+def source_tokenizer_dir(tmp_path_factory) -> Path:
+    """The 'foreign' vocabulary: a WordPiece over the toy letters, unlike BART's byte-level BPE."""
+    root = tmp_path_factory.mktemp("source-tokenizer")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghij"]
+    (root / "vocab.txt").write_text("".join(token + "\n" for token in vocab))
+    return root
+
+
+def test_stage1_changes_only_the_papers_parameters(bart, source_tokenizer_dir):
+    model, tokenizer = lmforge.load(bart)
+    source_tokenizer = Tokenizer.from_dir(source_tokenizer_dir)
+    translation = with_source_encoder(model, 2, source_tokenizer, seed=0)
+    before = {name: p.detach().clone() for name, p in translation.named_parameters()}
+    for name, tensor in model.state_dict().items():  # BART's own weights carried over unchanged
+        assert torch.equal(translation.state_dict()[name], tensor), name
+    task = make_task("seq2seq", TaskOptions())
+    task.pad_id = tokenizer.pad_id
+    task.configure_for(translation, tokenizer)
+    features = task.encode(task.read(COPY[0])[:32], tokenizer)
+    assert features[0]["input_ids"][0] == source_tokenizer.cls_id  # sources in the new vocabulary
+    stages = TwoStages(translation, stage1_epochs=1)
+    stages.on_epoch(0)
+    optimizer = torch.optim.AdamW(translation.parameters(), lr=1e-2, weight_decay=0.01)
+    for start in range(0, 32, 8):
+        batch = task.collate(features[start:start + 8])
+        loss = task.loss_sums(translation, batch, unpad=True)["seq2seq"] / task.counts(batch)["seq2seq"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    changed = {name for name, p in translation.named_parameters() if not torch.equal(p, before[name])}
+    allowed = {name for name in before if in_stage1(name)}
+    assert changed == allowed
+    assert {n for n in allowed if "source_encoder" not in n} == {
+        "backbone.encoder_embeddings.position.weight", "backbone.encoder.layers.0.attention.sublayer.qkv.weight",
+        "backbone.encoder.layers.0.attention.sublayer.qkv.bias"}
+    stages.on_epoch(1)  # stage 2: everything trains
+    assert all(p.requires_grad for p in translation.parameters())
+
+
+def test_two_stage_translation_run_saves_and_reloads(bart, source_tokenizer_dir, tmp_path):
+    out = tmp_path / "mt"
+    summary = run_finetune(settings(bart, out, epochs=2, new_source_encoder=1,
+                                    source_tokenizer=str(source_tokenizer_dir), stage1_epochs=1, metric="bleu"))
+    assert "bleu" in summary and summary["metric"] == "bleu"
+    assert (out / "model" / "source_encoder" / "vocab.txt").is_file()
+    again = evaluate_model(out / "model", None, COPY[1], options=TaskOptions(metric="bleu", num_beams=2,
+                                                                             max_target_length=16), device="cpu")
+    assert again["bleu"] == pytest.approx(summary["bleu"])
+    with pytest.raises(UserError, match="go together"):
+        settings(bart, tmp_path / "x", new_source_encoder=1).validate()
+    with pytest.raises(UserError, match="leaves no epoch of stage 2"):
+        settings(bart, tmp_path / "x", new_source_encoder=1, source_tokenizer="d", stage1_epochs=5).validate()

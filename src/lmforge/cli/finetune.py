@@ -46,7 +46,8 @@ def _seq2seq_options(parser: argparse.ArgumentParser, default, training: bool = 
     label smoothing and BART's two-stage machine translation with a new source encoder."""
     group = parser.add_argument_group("seq2seq" + (" training" if training else ""))
     if training:
-        group.add_argument("--label-smoothing", type=float, default=default, help="label smoothing (BART: 0.1; default 0)")
+        group.add_argument("--label-smoothing", type=float, default=default,
+                           help="label smoothing (BART: 0.1; default 0)")
         group.add_argument("--new-source-encoder", type=int, default=default, metavar="LAYERS",
                            help="BART MT: a new random source encoder of LAYERS layers feeding BART's encoder")
         group.add_argument("--source-tokenizer", default=default, help="BART MT: the new encoder's tokenizer directory")
@@ -61,7 +62,8 @@ def _seq2seq_options(parser: argparse.ArgumentParser, default, training: bool = 
                        help="seq2seq: ROUGE-1/2/L/Lsum, sacreBLEU or exact-match accuracy (default: accuracy with "
                             "--label-words, else rouge)")
     group.add_argument("--num-beams", type=int, default=default, help="seq2seq: beam width for evaluation (4)")
-    group.add_argument("--source-prefix", default=default, help="seq2seq: text before every source (T5: 'sst2 sentence: ')")
+    group.add_argument("--source-prefix", default=default,
+                       help="seq2seq: text before every source (T5: 'sst2 sentence: ')")
     group.add_argument("--label-words", default=default,
                        help="seq2seq on a classification file: labels as words, 'negative,positive' or '0=neg,1=pos'")
 

@@ -32,6 +32,10 @@ def load_checkpoint_and_tokenizer(path: str):
     tokenizer = lmforge.load_tokenizer(path)
     if tokenizer is None:
         raise UserError(f"{path} has no tokenizer files (tokenizer.json or vocab.txt)")
+    from lmforge.tasks.source_encoder import has_source_encoder, load_with_source_encoder
+
+    if has_source_encoder(path):  # BART's MT: a new source encoder before BART's encoder
+        return load_with_source_encoder(path), tokenizer
     return lmforge.load_model(path), tokenizer
 
 

@@ -122,6 +122,8 @@ class FinetuneConfig:
             raise UserError("new_source_encoder (layers) and source_tokenizer (its vocabulary) go together")
         if self.stage1_epochs and not self.new_source_encoder:
             raise UserError("stage1_epochs trains a new source encoder first; set new_source_encoder")
+        if self.stage1_epochs and (self.freeze_encoder or self.gradual_unfreezing):
+            raise UserError("stage1_epochs chooses what trains; leave out freeze_encoder and gradual_unfreezing")
         if self.stage1_epochs >= self.epochs and self.stage1_epochs:
             raise UserError(f"stage1_epochs {self.stage1_epochs} leaves no epoch of stage 2 in {self.epochs}")
 
@@ -278,12 +280,23 @@ def save_model(model: nn.Module, tokenizer, directory: Path) -> None:
     import lmforge
     from lmforge.families import registered_families
     from lmforge.files import staged_dir
+    from lmforge.tasks.source_encoder import save_source_side
 
     family = registered_families().get(model.config.family)
     has_hf_class = family is not None and model.task in family.hf_architectures and \
         not getattr(model.backbone, "source_encoder", None)
     with staged_dir(directory) as staging:
         lmforge.save(model, staging, tokenizer, format="hf" if has_hf_class else "lmforge")
+        save_source_side(model, staging)
+
+
+def _source_tokenizer(directory: str):
+    import lmforge
+
+    tokenizer = lmforge.load_tokenizer(directory)
+    if tokenizer is None:
+        raise UserError(f"--source-tokenizer {directory} holds no tokenizer files (tokenizer.json or vocab.txt)")
+    return tokenizer
 
 
 def _describe(metrics: dict[str, float]) -> str:
@@ -303,6 +316,7 @@ def _say(line: str) -> None:
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune per ``cfg``; OUT gets model/, metrics.json, metrics.jsonl, the eval
     predictions and curves.png. Returns the contents of metrics.json."""
+    from lmforge.tasks.source_encoder import TwoStages, with_source_encoder
     from lmforge.toolbox import GradualUnfreezer, freeze
     from lmforge.training import distributed
     from lmforge.training.loop import TrainConfig, Trainer
@@ -321,6 +335,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     task.labels = choose_labels(task, source, train_examples, eval_examples, train_name, eval_name)
     task.pad_id = tokenizer.pad_id
     model = initial_model(source, task, task.labels, cfg.seed)
+    if cfg.new_source_encoder:  # BART's machine translation (lmforge.tasks.source_encoder)
+        model = with_source_encoder(model, cfg.new_source_encoder, _source_tokenizer(cfg.source_tokenizer), cfg.seed)
     task.configure_for(model, tokenizer)
     check_length(task, model)
     train_features = task.encode(train_examples, tokenizer)
@@ -336,7 +352,11 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     total_steps = steps_per_epoch * cfg.epochs
     groups = optimizer_groups(model, cfg)
     on_epoch = None
-    if cfg.freeze_encoder:
+    if cfg.stage1_epochs:
+        stages = TwoStages(model, cfg.stage1_epochs)
+        stages.on_epoch(0)
+        on_epoch = stages.on_epoch
+    elif cfg.freeze_encoder:
         freeze(model.backbone)
     elif cfg.gradual_unfreezing:
         unfreezer = GradualUnfreezer(model.layer_groups())

@@ -52,6 +52,7 @@ def task_for_model(model_task: str) -> str:
     raise UserError(f"a {model_task} model is not fine-tuned for a task; known: {', '.join(TASKS)}")
 
 
-__all__ = ["TASKS", "ClassificationTask", "LabelMap", "MultipleChoiceTask", "NerTask", "QaTask", "Seq2SeqTask", "Task", "TaskOptions",
+__all__ = ["TASKS", "ClassificationTask", "LabelMap", "MultipleChoiceTask", "NerTask", "QaTask", "Seq2SeqTask", "Task",
+           "TaskOptions",
            "make_task",
            "task_for_model"]

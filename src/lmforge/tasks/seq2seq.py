@@ -209,7 +209,7 @@ class Seq2SeqTask(Task):
             raise UserError(f"unknown metric {chosen!r}; choose from {', '.join(METRICS)}")
         self.metric_kind = chosen
         self.metric = {"rouge": "rougeL", "bleu": "bleu", "accuracy": "accuracy"}[chosen]
-        self.tokenizer = None
+        self.tokenizer = self.source_tokenizer = None
         self.start_id = 0
         self.eos_ids: tuple[int, ...] = ()
         self.target_limit = o.max_target_length or DEFAULT_MAX_TARGET_LENGTH
@@ -221,6 +221,8 @@ class Seq2SeqTask(Task):
             raise UserError(f"--task seq2seq needs an encoder-decoder checkpoint (BART, T5); this one is an "
                             f"{model.config.architecture}")
         self.tokenizer = tokenizer
+        # BART's MT: sources in the new encoder's vocabulary (lmforge.tasks.source_encoder)
+        self.source_tokenizer = getattr(model.backbone, "source_tokenizer", None)
         self.start_id = decoder_start_id(model)
         eos = tokenizer.eos_id if tokenizer.eos_id is not None else model.config.eos_token_id
         self.eos_ids = () if eos is None else (int(eos),)
@@ -251,7 +253,7 @@ class Seq2SeqTask(Task):
     # -- encoding ---------------------------------------------------------------------------
     def _sources(self, examples: Sequence[Seq2SeqExample], tokenizer) -> list[list[int]]:
         prefix = self.options.source_prefix or ""
-        backend = backend_of(tokenizer)
+        backend = backend_of(self.source_tokenizer or tokenizer)
         with truncating(backend, self.max_length):
             encodings = encode_in_chunks(backend, [prefix + e.source for e in examples], "encoding sources")
         return [enc.ids for enc in encodings]
