@@ -250,3 +250,16 @@ def test_two_stage_translation_run_saves_and_reloads(bart, source_tokenizer_dir,
         settings(bart, tmp_path / "x", new_source_encoder=1).validate()
     with pytest.raises(UserError, match="leaves no epoch of stage 2"):
         settings(bart, tmp_path / "x", new_source_encoder=1, source_tokenizer="d", stage1_epochs=5).validate()
+
+
+def test_seq2seq_recipes_hold_the_papers_settings():
+    from lmforge.recipes import build_dataclass, read_yaml
+
+    recipes = DATA.parent / "recipes/finetune"
+    mt = build_dataclass(FinetuneConfig, read_yaml(recipes / "bart-multi30k-de-en.yaml"))
+    assert (mt.task, mt.metric, mt.label_smoothing) == ("seq2seq", "bleu", 0.1)
+    assert mt.new_source_encoder > 0 and 0 < mt.stage1_epochs < mt.epochs  # both stages run
+    summary = build_dataclass(FinetuneConfig, read_yaml(recipes / "bart-dialogsum.yaml"))
+    assert (summary.source_column, summary.target_column, summary.metric) == ("dialogue", "summary", "rouge")
+    t5 = build_dataclass(FinetuneConfig, read_yaml(recipes / "t5-sst2.yaml"))
+    assert (t5.source_prefix, t5.label_words) == ("sst2 sentence: ", "negative,positive")
