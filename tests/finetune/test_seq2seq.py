@@ -5,6 +5,7 @@ targets cut with a count, a missing JSONL field named by file:line) through the 
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from pathlib import Path
@@ -12,6 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given
+from hypothesis import settings as fuzz_settings
+from hypothesis import strategies as st
 
 import lmforge
 from lmforge.cli import main
@@ -94,7 +98,7 @@ def test_t5_text_to_text_classification(tmp_path):
     tokenizer = _train_tokenizer(tmp_path, ["a b c d e f g h i j"] * 20 + ["no yes find:"] * 20, "t5_unigram", 160)
     config = get_preset("t5-tiny").replace(vocab_size=tokenizer.vocab_size, head_dim=16, **SMALL)
     checkpoint = lmforge.save(build_model(config, "seq2seq_lm", seed=0), tmp_path / "t5", tokenizer)
-    summary = run_finetune(settings(checkpoint, tmp_path / "find", files=files, epochs=4, label_words="no,yes",
+    summary = run_finetune(settings(checkpoint, tmp_path / "find", files=files, epochs=5, label_words="no,yes",
                                     source_prefix="find: ", metric=None, num_beams=1, max_target_length=8))
     assert summary["metric"] == "accuracy"
     # 40 dev rows, half with an 'a': chance is 1/2 (measured: 40/40 at epoch 4).
@@ -102,6 +106,9 @@ def test_t5_text_to_text_classification(tmp_path):
     rows = [line.split("\t") for line in (tmp_path / "find" / "predictions.tsv").read_text().splitlines()[1:]]
     sentence, label = files[1].read_text().splitlines()[1].split("\t")
     assert rows[0][:2] == [sentence, ["no", "yes"][int(label)]]  # the source as read, the label as its word
+    # evaluate reads the prefix, label words and metric the model was fine-tuned with
+    again = evaluate_model(tmp_path / "find" / "model", None, files[1], options=TaskOptions(num_beams=1), device="cpu")
+    assert again["accuracy"] == pytest.approx(summary["accuracy"])
 
 
 def test_teacher_forcing_layout_and_label_smoothing(bart, tmp_path):
@@ -263,3 +270,22 @@ def test_seq2seq_recipes_hold_the_papers_settings():
     assert (summary.source_column, summary.target_column, summary.metric) == ("dialogue", "summary", "rouge")
     t5 = build_dataclass(FinetuneConfig, read_yaml(recipes / "t5-sst2.yaml"))
     assert (t5.source_prefix, t5.label_words) == ("sst2 sentence: ", "negative,positive")
+
+
+@fuzz_settings(max_examples=60, deadline=None, derandomize=True,
+               suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.binary(max_size=300), st.text(max_size=200).map(str.encode),
+                      st.lists(st.sampled_from([b'{"source": "a", "target": "b"}', b'{"source": 3}', b"[1]", b"{",
+                                                b"a\tb", b"a\tb\tc", b"\t", b"", b"\xff", b'{"source": null}']),
+                               max_size=8).map(b"\n".join)),
+       name=st.sampled_from(["pairs.tsv", "pairs.jsonl", "pairs.tsv.gz"]))
+def test_reader_any_bytes(tmp_path, data, name):
+    """Any bytes give examples with both sides or a one-line UserError naming the file."""
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    try:
+        examples = read_pairs(path)
+    except UserError as error:
+        assert "\n" not in str(error) and path.name in str(error)
+        return
+    assert examples and all(e.source.strip() and e.target.strip() for e in examples)

@@ -71,7 +71,7 @@ def _seq2seq_options(parser: argparse.ArgumentParser, default, training: bool = 
 def register(subparsers) -> None:
     S = argparse.SUPPRESS  # unset flags stay absent, so a recipe's value is kept
     ft = subparsers.add_parser(
-        "finetune", help="fine-tune a checkpoint on classification, NER or span QA",
+        "finetune", help="fine-tune a checkpoint on classification, NER, span QA, multiple choice or seq2seq",
         description="Fine-tune any lmforge or HF-format checkpoint (any head), all parameters updated by default. "
                     "OUT gets model/ (HF layout, tokenizer, label names), metrics.json, metrics.jsonl, "
                     "the eval predictions and curves.png. The best epoch on the eval file is kept.")
@@ -130,7 +130,8 @@ def register(subparsers) -> None:
         "predict", help="label raw input with a fine-tuned model",
         description="classification: one text per line (or 'text<TAB>pair' with --pair) -> 'label<TAB>probability'; "
                     "ner: one sentence per line (words split on spaces) -> 'word/TAG ...'; "
-                    "qa: SQuAD-format JSON (answers optional) -> 'id<TAB>answer'.")
+                    "qa: SQuAD-format JSON (answers optional) -> 'id<TAB>answer'; "
+                    "seq2seq: one source per line -> the generated text.")
     pr.add_argument("--model", required=True, help="fine-tuned checkpoint directory (e.g. OUT/model)")
     pr.add_argument("--task", choices=_TASKS, help=_TASK_HELP + "; default: the model's")
     pr.add_argument("--input", required=True, help="input file")

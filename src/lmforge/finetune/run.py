@@ -383,6 +383,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     train_seconds = max(result["seconds"] - evaluator.seconds, 1e-9)
     task.write_predictions(out / task.predictions_file, eval_examples, evaluator.best_predictions)
+    if task.name == "seq2seq":  # evaluate and predict read the prefix, label words and metric from here
+        from lmforge.tasks.seq2seq import save_settings
+
+        save_settings(task.options, out / "model")
     summary = {
         "task": task.name,
         "checkpoint": str(cfg.model),

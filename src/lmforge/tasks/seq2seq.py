@@ -178,6 +178,35 @@ def exact_match(references: Sequence[str], predictions: Sequence[str]) -> dict[s
 
 
 # ---------------------------------------------------------------------------------------
+# The settings a fine-tuned model is evaluated with again (evaluate/predict default to them)
+
+SETTINGS_FILE = "seq2seq_settings.json"
+SAVED_OPTIONS = ("source_prefix", "label_words", "metric", "max_target_length", "source_column", "target_column")
+
+
+def save_settings(options, directory: Path) -> None:
+    """The reading and scoring settings of a run, beside its model: a T5 model fine-tuned with a
+    prefix and label words must be evaluated with the same ones."""
+    settings = {name: getattr(options, name) for name in SAVED_OPTIONS if getattr(options, name) is not None}
+    (Path(directory) / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+
+
+def with_saved_settings(options, directory: str | Path):
+    """``options`` with the unset ones taken from the model directory's saved settings."""
+    from dataclasses import replace
+
+    path = Path(directory) / SETTINGS_FILE
+    if not path.is_file():
+        return options
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UserError(f"{path}: unreadable settings; delete it or write it again") from None
+    return replace(options, **{name: saved[name] for name in SAVED_OPTIONS
+                               if getattr(options, name) is None and name in saved})
+
+
+# ---------------------------------------------------------------------------------------
 # The task
 
 
