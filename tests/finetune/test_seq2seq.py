@@ -289,3 +289,24 @@ def test_reader_any_bytes(tmp_path, data, name):
         assert "\n" not in str(error) and path.name in str(error)
         return
     assert examples and all(e.source.strip() and e.target.strip() for e in examples)
+
+
+def test_cli_finetune_evaluate_predict(bart, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["finetune", "--model", str(bart), "--task", "seq2seq", "--train", str(COPY[0]), "--eval", str(COPY[1]),
+                 "--out", str(out), "--epochs", "1", "--limit", "64", "--eval-limit", "8", "--batch-size", "16",
+                 "--metric", "rouge", "--num-beams", "1", "--max-target-length", "16", "--label-smoothing", "0.1",
+                 "--device", "cpu"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"rouge1", "rouge2", "rougeL", "rougeLsum"} <= set(metrics) and metrics["metric"] == "rougeL"
+    assert metrics["settings"]["label_smoothing"] == 0.1
+    saved = json.loads((out / "model" / "seq2seq_settings.json").read_text())
+    assert saved == {"metric": "rouge", "max_target_length": 16, "num_beams": 1}
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out / "model"), "--data", str(COPY[1]), "--limit", "8",
+                 "--out", str(tmp_path / "eval"), "--device", "cpu"]) == 0
+    assert f"rougeL: {metrics['rougeL']:.4f}" in capsys.readouterr().out  # the saved metric and beam settings
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("a b\nc d e\n")
+    assert main(["predict", "--model", str(out / "model"), "--input", str(inputs), "--device", "cpu"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2

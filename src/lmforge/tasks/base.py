@@ -43,7 +43,7 @@ class TaskOptions:
     max_target_length: int | None = None  # target tokens kept (None: 128, at most the decoder's positions)
     label_smoothing: float = 0.0  # transformers' label_smoothing_factor (fairseq/BART: 0.1)
     metric: str | None = None  # rouge, bleu or accuracy (None: accuracy with label_words, else rouge)
-    num_beams: int = 4  # beam width of evaluation by generation
+    num_beams: int | None = None  # beam width of evaluation by generation (None: the model's saved one, or 4)
     source_prefix: str | None = None  # T5 task prefix put before every source ("sst2 sentence: ")
     label_words: str | None = None  # T5 text-to-text classification: "negative,positive" or "0=negative,..."
 

@@ -181,7 +181,9 @@ def exact_match(references: Sequence[str], predictions: Sequence[str]) -> dict[s
 # The settings a fine-tuned model is evaluated with again (evaluate/predict default to them)
 
 SETTINGS_FILE = "seq2seq_settings.json"
-SAVED_OPTIONS = ("source_prefix", "label_words", "metric", "max_target_length", "source_column", "target_column")
+SAVED_OPTIONS = ("source_prefix", "label_words", "metric", "max_target_length", "num_beams", "source_column",
+                 "target_column")
+DEFAULT_NUM_BEAMS = 4
 
 
 def save_settings(options, directory: Path) -> None:
@@ -338,7 +340,8 @@ class Seq2SeqTask(Task):
     def generation_settings(self):
         from lmforge.generation.settings import GenerationSettings
 
-        return GenerationSettings(max_new_tokens=max(self.target_limit - 1, 1), num_beams=self.options.num_beams,
+        return GenerationSettings(max_new_tokens=max(self.target_limit - 1, 1),
+                                  num_beams=self.options.num_beams or DEFAULT_NUM_BEAMS,
                                   eos_token_ids=self.eos_ids, early_stopping=True)
 
     def infer_batch(self, model, batch: dict, unpad: bool) -> tuple[Rows, float, int]:
