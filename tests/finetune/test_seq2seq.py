@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
+from tokenizers import models
 
 import lmforge
 from lmforge.cli import main
@@ -27,6 +28,8 @@ from lmforge.tasks import TaskOptions, make_task
 from lmforge.tasks.seq2seq import bleu_score, parse_label_words, read_pairs, rouge_scores, split_sentences
 from lmforge.tasks.source_encoder import TwoStages, in_stage1, with_source_encoder
 from lmforge.tokenization import Tokenizer
+from lmforge.tokenization.kinds import PipelineOptions, get_kind
+from lmforge.tokenization.train import role_ids
 
 from finetune_samples import DATA, one_thread  # noqa: F401 (fixture)
 
@@ -92,10 +95,23 @@ def _contains_a(path: Path, count: int, seed: int) -> Path:
     return path
 
 
+def _t5_word_tokenizer(words: list[str]) -> Tokenizer:
+    """T5's SentencePiece pipeline over a fixed unigram vocabulary (one piece per word, then
+    characters): trained unigram vocabularies differ from run to run on a corpus this small."""
+    kind = get_kind("t5_unigram")
+    options = PipelineOptions(lowercase=True)
+    pieces = [(token, 0.0) for token in kind.specials.leading] + [("\u2581" + w, -1.0) for w in words]
+    pieces += [("\u2581", -5.0)] + [(c, -8.0) for c in sorted({c for w in words for c in w})]
+    backend = kind.pipeline(models.Unigram(pieces, unk_id=kind.specials.leading.index("<unk>")), options)
+    backend.add_special_tokens([*kind.specials.leading, *kind.specials.sentinels.tokens()[::-1]])
+    backend.post_processor = kind.layout.build(role_ids(backend, kind), options)
+    return Tokenizer(backend, kind.name, lowercase=True)
+
+
 def test_t5_text_to_text_classification(tmp_path):
     """T5's classification as text: 'find: ...' -> 'no' / 'yes', accuracy from the generated words."""
     files = (_contains_a(tmp_path / "train.tsv", 400, 0), _contains_a(tmp_path / "dev.tsv", 40, 1))
-    tokenizer = _train_tokenizer(tmp_path, ["a b c d e f g h i j"] * 20 + ["no yes find:"] * 20, "t5_unigram", 160)
+    tokenizer = _t5_word_tokenizer([*"abcdefghij", "no", "yes", "find:"])
     config = get_preset("t5-tiny").replace(vocab_size=tokenizer.vocab_size, head_dim=16, **SMALL)
     checkpoint = lmforge.save(build_model(config, "seq2seq_lm", seed=0), tmp_path / "t5", tokenizer)
     summary = run_finetune(settings(checkpoint, tmp_path / "find", files=files, epochs=5, label_words="no,yes",
