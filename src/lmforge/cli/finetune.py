@@ -22,8 +22,8 @@ _STAGING = (".model.new-", ".model.old-")
 _EVALUATE_KEYS = {"task", "model", "data", "examples"}
 
 _TASK_HELP = ("classification (single sentences or pairs), ner (CoNLL tagging), qa (SQuAD v1.1 spans) or "
-              "multiple_choice (JSONL: context, choices, label)")
-_TASKS = ["classification", "ner", "qa", "multiple_choice"]
+              "multiple_choice (JSONL: context, choices, label) or seq2seq (JSONL/TSV source, target; BART, T5)")
+_TASKS = ["classification", "ner", "qa", "multiple_choice", "seq2seq"]
 
 
 def _task_options(parser: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
@@ -38,12 +38,40 @@ def _task_options(parser: argparse.ArgumentParser, default=argparse.SUPPRESS) ->
     group.add_argument("--max-answer-length", type=int, default=default, help="qa: longest answer in tokens (30)")
     group.add_argument("--symmetric-pairs", action=argparse.BooleanOptionalAction, default=default,
                        help="decoder pair classification: both orders, final states added (GPT similarity)")
+    _seq2seq_options(parser, default)
+
+
+def _seq2seq_options(parser: argparse.ArgumentParser, default, training: bool = False) -> None:
+    """--task seq2seq (lmforge.tasks.seq2seq): reading, decoding, metrics; with ``training`` also
+    label smoothing and BART's two-stage machine translation with a new source encoder."""
+    group = parser.add_argument_group("seq2seq" + (" training" if training else ""))
+    if training:
+        group.add_argument("--label-smoothing", type=float, default=default,
+                           help="label smoothing (BART: 0.1; default 0)")
+        group.add_argument("--new-source-encoder", type=int, default=default, metavar="LAYERS",
+                           help="BART MT: a new random source encoder of LAYERS layers feeding BART's encoder")
+        group.add_argument("--source-tokenizer", default=default, help="BART MT: the new encoder's tokenizer directory")
+        group.add_argument("--stage1-epochs", type=int, default=default,
+                           help="BART MT: first epochs train only the new encoder, encoder positions and layer-0 "
+                                "q/k/v; later epochs train everything (default 0)")
+        return
+    group.add_argument("--source-column", default=default, help="seq2seq: JSONL source field (default 'source')")
+    group.add_argument("--target-column", default=default, help="seq2seq: JSONL target field (default 'target')")
+    group.add_argument("--max-target-length", type=int, default=default, help="seq2seq: target tokens kept (128)")
+    group.add_argument("--metric", choices=["rouge", "bleu", "accuracy"], default=default,
+                       help="seq2seq: ROUGE-1/2/L/Lsum, sacreBLEU or exact-match accuracy (default: accuracy with "
+                            "--label-words, else rouge)")
+    group.add_argument("--num-beams", type=int, default=default, help="seq2seq: beam width for evaluation (4)")
+    group.add_argument("--source-prefix", default=default,
+                       help="seq2seq: text before every source (T5: 'sst2 sentence: ')")
+    group.add_argument("--label-words", default=default,
+                       help="seq2seq on a classification file: labels as words, 'negative,positive' or '0=neg,1=pos'")
 
 
 def register(subparsers) -> None:
     S = argparse.SUPPRESS  # unset flags stay absent, so a recipe's value is kept
     ft = subparsers.add_parser(
-        "finetune", help="fine-tune a checkpoint on classification, NER or span QA",
+        "finetune", help="fine-tune a checkpoint on classification, NER, span QA, multiple choice or seq2seq",
         description="Fine-tune any lmforge or HF-format checkpoint (any head), all parameters updated by default. "
                     "OUT gets model/ (HF layout, tokenizer, label names), metrics.json, metrics.jsonl, "
                     "the eval predictions and curves.png. The best epoch on the eval file is kept.")
@@ -79,6 +107,7 @@ def register(subparsers) -> None:
     toolbox.add_argument("--lm-loss-weight", type=float, default=S,
                          help="decoder checkpoints: GPT's auxiliary LM loss weight (the paper: 0.5; default 0: off)")
     _task_options(ft)
+    _seq2seq_options(ft, S, training=True)
     ft.set_defaults(func=run_finetune)
 
     ev = subparsers.add_parser(
@@ -101,7 +130,8 @@ def register(subparsers) -> None:
         "predict", help="label raw input with a fine-tuned model",
         description="classification: one text per line (or 'text<TAB>pair' with --pair) -> 'label<TAB>probability'; "
                     "ner: one sentence per line (words split on spaces) -> 'word/TAG ...'; "
-                    "qa: SQuAD-format JSON (answers optional) -> 'id<TAB>answer'.")
+                    "qa: SQuAD-format JSON (answers optional) -> 'id<TAB>answer'; "
+                    "seq2seq: one source per line -> the generated text.")
     pr.add_argument("--model", required=True, help="fine-tuned checkpoint directory (e.g. OUT/model)")
     pr.add_argument("--task", choices=_TASKS, help=_TASK_HELP + "; default: the model's")
     pr.add_argument("--input", required=True, help="input file")
@@ -153,7 +183,8 @@ def _options(args: argparse.Namespace):
     from lmforge.finetune import TaskOptions
 
     names = ("max_length", "text_column", "pair_column", "label_column", "doc_stride", "max_query_length",
-             "max_answer_length")
+             "max_answer_length", "source_column", "target_column", "max_target_length", "metric", "num_beams",
+             "source_prefix", "label_words")
     return TaskOptions(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
 
 

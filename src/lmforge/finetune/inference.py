@@ -32,6 +32,10 @@ def load_checkpoint_and_tokenizer(path: str):
     tokenizer = lmforge.load_tokenizer(path)
     if tokenizer is None:
         raise UserError(f"{path} has no tokenizer files (tokenizer.json or vocab.txt)")
+    from lmforge.tasks.source_encoder import has_source_encoder, load_with_source_encoder
+
+    if has_source_encoder(path):  # BART's MT: a new source encoder before BART's encoder
+        return load_with_source_encoder(path), tokenizer
     return lmforge.load_model(path), tokenizer
 
 
@@ -82,7 +86,12 @@ def load_task_model(model_dir: str | Path, task_name: str | None, options: TaskO
     from lmforge.training.distributed import setup
 
     model, tokenizer = load_checkpoint_and_tokenizer(str(model_dir))
-    task = make_task(task_name or task_for_model(model.task), options)
+    task_name = task_name or task_for_model(model.task)
+    if task_name == "seq2seq":  # the prefix, label words and metric it was fine-tuned with
+        from lmforge.tasks.seq2seq import with_saved_settings
+
+        options = with_saved_settings(options, model_dir)
+    task = make_task(task_name, options)
     if model.task != task.model_task:
         raise UserError(f"{model_dir} holds a {model.task} model; --task {task.name} needs a {task.model_task} model")
     task.pad_id = tokenizer.pad_id

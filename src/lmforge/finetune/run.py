@@ -35,7 +35,7 @@ class FinetuneConfig:
     """Every setting of ``lmforge finetune``; a recipe file holds the same keys (flat)."""
 
     model: str = ""  # checkpoint directory (lmforge or HF layout) with any head
-    task: Literal["classification", "ner", "qa", "multiple_choice"] = "classification"
+    task: Literal["classification", "ner", "qa", "multiple_choice", "seq2seq"] = "classification"
     train: str = ""  # training file
     eval: str = ""  # held-out file: scored every epoch, picks the best epoch
     out: str = ""  # output directory
@@ -64,6 +64,18 @@ class FinetuneConfig:
     freeze_encoder: bool = False  # train the task head only (a linear probe)
     patience: int = 0  # stop after N epochs without improvement (0: run every epoch)
     device: str = "auto"
+    # seq2seq (lmforge.tasks.seq2seq): fields, decoding and metrics; BART's MT source encoder
+    source_column: str | None = None  # JSONL source field (default "source")
+    target_column: str | None = None  # JSONL target field (default "target")
+    max_target_length: int | None = None  # target tokens kept (default 128, at most the decoder's positions)
+    label_smoothing: float = 0.0  # transformers/fairseq label smoothing (BART: 0.1)
+    metric: str | None = None  # rouge, bleu or accuracy (default: accuracy with label_words, else rouge)
+    num_beams: int = 4  # beam width when evaluating by generation
+    source_prefix: str | None = None  # T5 task prefix before every source ("sst2 sentence: ")
+    label_words: str | None = None  # classification as text: "negative,positive" or "0=negative,1=positive"
+    new_source_encoder: int = 0  # BART MT: layers of a new random source encoder before BART's encoder (0: none)
+    source_tokenizer: str | None = None  # BART MT: the source language's tokenizer directory (its own vocabulary)
+    stage1_epochs: int = 0  # BART MT: first epochs train only the new encoder, positions, layer-0 q/k/v
 
     def task_options(self) -> TaskOptions:
         names = {f.name for f in fields(TaskOptions)}
@@ -91,6 +103,29 @@ class FinetuneConfig:
             raise UserError("choose one of freeze_encoder and gradual_unfreezing")
         if self.max_length is not None and self.max_length < 8:
             raise UserError(f"max_length {self.max_length} is too short")
+        self._validate_seq2seq()
+
+    def _validate_seq2seq(self) -> None:
+        seq2seq_only = ("source_column", "target_column", "max_target_length", "source_prefix", "label_words",
+                        "metric", "source_tokenizer")
+        used = [k for k in seq2seq_only if getattr(self, k) is not None]
+        used += [k for k in ("new_source_encoder", "stage1_epochs", "label_smoothing") if getattr(self, k)]
+        if self.task != "seq2seq" and used:
+            raise UserError(f"{used[0]} is a --task seq2seq setting")
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.num_beams < 1 or (self.max_target_length is not None and self.max_target_length < 2):
+            raise UserError("num_beams must be at least 1 and max_target_length at least 2")
+        if self.new_source_encoder < 0 or self.stage1_epochs < 0:
+            raise UserError("new_source_encoder and stage1_epochs must be >= 0")
+        if bool(self.new_source_encoder) != bool(self.source_tokenizer):
+            raise UserError("new_source_encoder (layers) and source_tokenizer (its vocabulary) go together")
+        if self.stage1_epochs and not self.new_source_encoder:
+            raise UserError("stage1_epochs trains a new source encoder first; set new_source_encoder")
+        if self.stage1_epochs and (self.freeze_encoder or self.gradual_unfreezing):
+            raise UserError("stage1_epochs chooses what trains; leave out freeze_encoder and gradual_unfreezing")
+        if self.stage1_epochs >= self.epochs and self.stage1_epochs:
+            raise UserError(f"stage1_epochs {self.stage1_epochs} leaves no epoch of stage 2 in {self.epochs}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -243,12 +278,25 @@ def save_model(model: nn.Module, tokenizer, directory: Path) -> None:
     multiple choice on GPT-2), built beside the target and renamed over it
     (``lmforge.files.staged_dir``): the previous best model stays whole until the new one is complete."""
     import lmforge
-    from lmforge.families import get_family
+    from lmforge.families import registered_families
     from lmforge.files import staged_dir
+    from lmforge.tasks.source_encoder import save_source_side
 
-    has_hf_class = model.task in get_family(model.config.family).hf_architectures
+    family = registered_families().get(model.config.family)
+    has_hf_class = family is not None and model.task in family.hf_architectures and \
+        not getattr(model.backbone, "source_encoder", None)
     with staged_dir(directory) as staging:
         lmforge.save(model, staging, tokenizer, format="hf" if has_hf_class else "lmforge")
+        save_source_side(model, staging)
+
+
+def _source_tokenizer(directory: str):
+    import lmforge
+
+    tokenizer = lmforge.load_tokenizer(directory)
+    if tokenizer is None:
+        raise UserError(f"--source-tokenizer {directory} holds no tokenizer files (tokenizer.json or vocab.txt)")
+    return tokenizer
 
 
 def _describe(metrics: dict[str, float]) -> str:
@@ -268,6 +316,7 @@ def _say(line: str) -> None:
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune per ``cfg``; OUT gets model/, metrics.json, metrics.jsonl, the eval
     predictions and curves.png. Returns the contents of metrics.json."""
+    from lmforge.tasks.source_encoder import TwoStages, with_source_encoder
     from lmforge.toolbox import GradualUnfreezer, freeze
     from lmforge.training import distributed
     from lmforge.training.loop import TrainConfig, Trainer
@@ -286,6 +335,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     task.labels = choose_labels(task, source, train_examples, eval_examples, train_name, eval_name)
     task.pad_id = tokenizer.pad_id
     model = initial_model(source, task, task.labels, cfg.seed)
+    if cfg.new_source_encoder:  # BART's machine translation (lmforge.tasks.source_encoder)
+        model = with_source_encoder(model, cfg.new_source_encoder, _source_tokenizer(cfg.source_tokenizer), cfg.seed)
     task.configure_for(model, tokenizer)
     check_length(task, model)
     train_features = task.encode(train_examples, tokenizer)
@@ -301,7 +352,11 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     total_steps = steps_per_epoch * cfg.epochs
     groups = optimizer_groups(model, cfg)
     on_epoch = None
-    if cfg.freeze_encoder:
+    if cfg.stage1_epochs:
+        stages = TwoStages(model, cfg.stage1_epochs)
+        stages.on_epoch(0)
+        on_epoch = stages.on_epoch
+    elif cfg.freeze_encoder:
         freeze(model.backbone)
     elif cfg.gradual_unfreezing:
         unfreezer = GradualUnfreezer(model.layer_groups())
@@ -328,6 +383,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     train_seconds = max(result["seconds"] - evaluator.seconds, 1e-9)
     task.write_predictions(out / task.predictions_file, eval_examples, evaluator.best_predictions)
+    if task.name == "seq2seq":  # evaluate and predict read the prefix, label words and metric from here
+        from lmforge.tasks.seq2seq import save_settings
+
+        save_settings(task.options, out / "model")
     summary = {
         "task": task.name,
         "checkpoint": str(cfg.model),

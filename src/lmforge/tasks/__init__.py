@@ -11,6 +11,9 @@
   per window; n-best span search; SQuAD exact match and F1.
 - ``multiple_choice``: JSONL (context, choices, label); one sequence and score per answer,
   softmax over the answers (GPT section 3.3, BERT's SWAG); accuracy.
+- ``seq2seq``: JSONL/TSV (source, target) on an encoder-decoder (BART, T5); teacher forcing,
+  label smoothing; beam-search generation scored by ROUGE, sacreBLEU or exact match (T5's
+  classification as text).
 
 On decoder checkpoints classification and multiple choice use GPT's input transformations
 (``gpt_inputs``: start/delimiter/extract tokens, the last token's state, similarity over both
@@ -29,8 +32,10 @@ from lmforge.tasks.classification import ClassificationTask
 from lmforge.tasks.multiple_choice import MultipleChoiceTask
 from lmforge.tasks.ner import NerTask
 from lmforge.tasks.qa import QaTask
+from lmforge.tasks.seq2seq import Seq2SeqTask
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ClassificationTask, NerTask, QaTask, MultipleChoiceTask)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ClassificationTask, NerTask, QaTask, MultipleChoiceTask,
+                                                           Seq2SeqTask)}
 
 
 def make_task(name: str, options: TaskOptions, labels: LabelMap | None = None) -> Task:
@@ -47,6 +52,7 @@ def task_for_model(model_task: str) -> str:
     raise UserError(f"a {model_task} model is not fine-tuned for a task; known: {', '.join(TASKS)}")
 
 
-__all__ = ["TASKS", "ClassificationTask", "LabelMap", "MultipleChoiceTask", "NerTask", "QaTask", "Task", "TaskOptions",
+__all__ = ["TASKS", "ClassificationTask", "LabelMap", "MultipleChoiceTask", "NerTask", "QaTask", "Seq2SeqTask", "Task",
+           "TaskOptions",
            "make_task",
            "task_for_model"]

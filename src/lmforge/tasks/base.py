@@ -37,6 +37,15 @@ class TaskOptions:
     n_best: int = 20  # qa: start/end candidates per window (run_squad)
     symmetric_pairs: bool = False  # decoder pair classification: both orders, states added (GPT similarity)
     lm_loss_weight: float = 0.0  # decoder tasks: GPT's auxiliary LM loss weight (the paper: 0.5); 0: off
+    # seq2seq (lmforge.tasks.seq2seq)
+    source_column: str | None = None  # JSONL source field (None: "source")
+    target_column: str | None = None  # JSONL target field (None: "target")
+    max_target_length: int | None = None  # target tokens kept (None: 128, at most the decoder's positions)
+    label_smoothing: float = 0.0  # transformers' label_smoothing_factor (fairseq/BART: 0.1)
+    metric: str | None = None  # rouge, bleu or accuracy (None: accuracy with label_words, else rouge)
+    num_beams: int | None = None  # beam width of evaluation by generation (None: the model's saved one, or 4)
+    source_prefix: str | None = None  # T5 task prefix put before every source ("sst2 sentence: ")
+    label_words: str | None = None  # T5 text-to-text classification: "negative,positive" or "0=negative,..."
 
 
 class LabelMap:
