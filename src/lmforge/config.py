@@ -69,6 +69,9 @@ class ModelConfig:
     scale_attention_scores: bool = True  # scores / sqrt(head_dim); T5 leaves them unscaled
     tie_word_embeddings: bool = True  # BERT/GPT-2 output projection shares the input embedding
     output_bias: bool = False  # BART final_logits_bias: a (1, V) buffer added to LM logits
+    # T5 v1.0: the LM head reads the decoder output times hidden_size ** -0.5 (its tied output
+    # projection would otherwise see embedding-sized logits); v1.1 and everything else: off.
+    scale_output_by_inverse_sqrt_width: bool = False
     pooler: bool = True  # BERT: dense + tanh over the pooled token ([CLS])
     pretraining_pair_head: bool = True  # the pretraining model's NSP (BERT) / SOP (ALBERT) head; RoBERTa: none
     mlm_head_activation: Activation | None = None  # MLM head transform; None: activation (RoBERTa: erf-gelu always)
@@ -82,6 +85,7 @@ class ModelConfig:
     embedding_pad_row: bool = True  # BERT/BART padding_idx: pad row zeroed, no gradient; GPT/GPT-2 have none
     eos_token_id: int | None = None  # BART </s>: the token "eos" pooling reads; GPT-2/LLaMA end of text
     bos_token_id: int | None = None  # GPT-2/LLaMA config.json bos_token_id (LLaMA <s>, Llama 3 128000)
+    decoder_start_token_id: int | None = None  # encoder-decoders: the decoder's first input (BART </s> 2, T5 pad 0)
     initializer_range: float = 0.02  # BERT truncated-normal-like init std
     labels: tuple[str, ...] = field(default=())  # fine-tuned heads: label names by id
 

@@ -38,10 +38,10 @@ class Family:
 
 
 def registered_families() -> dict[str, Family]:
-    from lmforge.families import albert, bert, gpt, gpt2, llama, roberta
+    from lmforge.families import albert, bart, bert, gpt, gpt2, llama, roberta, t5
 
     return {family.name: family for family in (bert.FAMILY, roberta.FAMILY, albert.FAMILY,
-                                               gpt.FAMILY, gpt2.FAMILY, llama.FAMILY)}
+                                               gpt.FAMILY, gpt2.FAMILY, llama.FAMILY, bart.FAMILY, t5.FAMILY)}
 
 
 def get_family(name: str) -> Family:

@@ -84,6 +84,11 @@ class Rule:
     theirs: str | tuple[str, ...]  # HF module prefix, or the prefixes fused (in order) into ours
     transform: Transform | tuple[Transform, ...] = IDENTITY  # per HF part when a tuple
     split: Callable[[ModelConfig], list[int]] | None = None  # fused rules: rows of each part
+    # Only for configs where this is true (T5 v1.0's one "wi" against v1.1's gated "wi_0"/"wi_1").
+    applies: Callable[[ModelConfig], bool] | None = None
+
+    def applies_to(self, config: ModelConfig | None) -> bool:
+        return self.applies is None or config is None or self.applies(config)
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -109,10 +114,14 @@ def _fill(target: str, match: re.Match) -> str:
     return target
 
 
-def _best_match(name: str, table):
-    """(target prefix with {i} filled + rest, payload) of the longest matching prefix, or None."""
+def _best_match(name: str, table, config: ModelConfig | None = None):
+    """(target prefix with {i} filled + rest, payload) of the longest matching prefix among the
+    rules that apply to ``config`` (all when None), or None."""
     best = None
     for pattern, target, payload in table:
+        rule = payload[0] if isinstance(payload, tuple) else payload
+        if not rule.applies_to(config):
+            continue
         match = pattern.match(name)
         if match:
             length = len(match.group(0)) - len(match.group("rest"))
@@ -135,10 +144,12 @@ class WeightMap:
     def maps_hf_name(self, name: str) -> bool:
         return _best_match(name, self._from_hf) is not None
 
-    def to_hf_names(self, name: str) -> tuple[list[str], Rule]:
+    def to_hf_names(self, name: str, config: ModelConfig | None = None) -> tuple[list[str], Rule]:
         """The HF name(s) an lmforge tensor is exported under (several for a fused one)."""
         best = None
         for pattern, _, rule in self._to_hf:
+            if not rule.applies_to(config):
+                continue
             match = pattern.match(name)
             if match and (best is None or len(match.group("rest")) < len(best[0].group("rest"))):
                 best = (match, rule)
@@ -154,7 +165,7 @@ class WeightMap:
         sources: dict[str, str] = {}
         unmatched: list[str] = []
         for name, tensor in tensors.items():
-            found = _best_match(name, self._from_hf)
+            found = _best_match(name, self._from_hf, config)
             if found is None:
                 unmatched.append(name)
                 continue
@@ -172,7 +183,7 @@ class WeightMap:
     def export_tensors(self, tensors: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
         out = {}
         for name, tensor in tensors.items():
-            hf_names, rule = self.to_hf_names(name)
+            hf_names, rule = self.to_hf_names(name, config)
             pieces = [tensor] if len(hf_names) == 1 else tensor.split(rule.split(config))
             for index, (hf_name, piece) in enumerate(zip(hf_names, pieces)):
                 out[hf_name] = rule.transform_of(index).to_theirs(piece, config).contiguous()
@@ -190,5 +201,6 @@ def prefixed(rules: list[Rule | tuple], ours_prefix: str, theirs_prefix: str) ->
     """The same rules one module deeper on both sides (a backbone table inside a task model)."""
     rules = [rule if isinstance(rule, Rule) else Rule(*rule) for rule in rules]
     return [Rule(ours_prefix + rule.ours, tuple(theirs_prefix + part for part in rule.parts)
-                 if isinstance(rule.theirs, tuple) else theirs_prefix + rule.theirs, rule.transform, rule.split)
+                 if isinstance(rule.theirs, tuple) else theirs_prefix + rule.theirs, rule.transform, rule.split,
+                 rule.applies)
             for rule in rules]

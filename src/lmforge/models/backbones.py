@@ -142,7 +142,8 @@ class EncoderDecoder(_Stacked):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.shared = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.shared = nn.Embedding(config.vocab_size, config.hidden_size,
+                                   padding_idx=config.pad_token_id if config.embedding_pad_row else None)
         self.encoder_embeddings = Embeddings(config, word=self.shared)
         self.decoder_embeddings = Embeddings(config, word=self.shared)
         self.encoder = TransformerStack(config, config.num_layers, causal=False)

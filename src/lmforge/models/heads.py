@@ -8,7 +8,8 @@
   callers pass only the positions that are predicted: at small model sizes the vocabulary
   projection is most of the compute.
 * ``LMHead``: the bare vocabulary projection of causal and sequence-to-sequence LMs (GPT-2,
-  LLaMA untied, BART with its ``final_logits_bias`` buffer).
+  LLaMA untied, BART with its ``final_logits_bias`` buffer, T5 v1.0 with its d_model^-0.5
+  rescale of the decoder output).
 * Fine-tuning heads: sequence classification from the pooled vector (or RoBERTa's dense +
   tanh head on the pooled token), token classification and span start/end from every token
   (BERT paper §4).
@@ -64,6 +65,7 @@ class LMHead(nn.Module):
     def __init__(self, config: ModelConfig, word_embeddings: nn.Embedding) -> None:
         super().__init__()
         self.decoder = _vocabulary_projection(config, word_embeddings)
+        self.input_scale = config.hidden_size ** -0.5 if config.scale_output_by_inverse_sqrt_width else None
         if config.output_bias:
             # BART: a persistent buffer (not trained by the reference), saved with the weights.
             self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
@@ -71,6 +73,8 @@ class LMHead(nn.Module):
             self.final_logits_bias = None
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.input_scale is not None:
+            hidden = hidden * self.input_scale
         logits = self.decoder(hidden)
         return logits if self.final_logits_bias is None else logits + self.final_logits_bias
 
