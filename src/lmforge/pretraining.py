@@ -12,6 +12,10 @@ see ``lmforge.objectives.dataset``.
 GPT's recipe (Radford et al. 2018; ``objective.kind: clm``): next-token prediction over
 contiguous blocks of end-of-text-joined documents, on a decoder
 (``lmforge.objectives.clm``); held-out loss, accuracy and perplexity are logged.
+
+BART's recipe (Lewis et al. 2020; ``objective.kind: denoising``) and T5's (Raffel et al. 2020;
+``span_corruption``) train an encoder-decoder to reconstruct corrupted text, with teacher forcing
+over the target tokens (``lmforge.objectives.denoising``, ``span_corruption``, ``seq2seq``).
 """
 
 from __future__ import annotations
@@ -52,9 +56,12 @@ class DataSection:
 @dataclass
 class ObjectiveSection:
     # BERT: MLM + NSP; ALBERT: MLM + sentence-order prediction; RoBERTa: MLM on packed text;
-    # GPT: causal LM on contiguous blocks; ELMo: forward + backward LMs (lmforge.lstm.elmo_training)
-    kind: Literal["mlm+nsp", "mlm+sop", "mlm", "clm", "bilm"] = "mlm+nsp"
-    max_seq_length: int = 128  # clm: the block length (GPT 512, GPT-2 1024)
+    # GPT: causal LM on contiguous blocks; BART: denoising; T5: span corruption (encoder-decoders);
+    # ELMo: forward + backward LMs (lmforge.lstm.elmo_training)
+    kind: Literal["mlm+nsp", "mlm+sop", "mlm", "clm", "denoising", "span_corruption", "bilm"] = "mlm+nsp"
+    # clm: the block length (GPT 512, GPT-2 1024); denoising: block with <s> </s> (fairseq
+    # tokens_per_sample); span_corruption: the inputs length (T5 512: raw segments of 568)
+    max_seq_length: int = 128
     document_attention: bool = False  # clm: attention and positions stay inside each document (needs train.unpad)
     masking: Literal["dynamic", "static"] = "dynamic"
     dupe_factor: int = 10  # static masks / NSP pairings: distinct rounds (create_pretraining_data)
@@ -71,6 +78,17 @@ class ObjectiveSection:
     mlm_probability: float = 0.15
     max_predictions: int = 20  # per sequence (BERT: 20 at 128 tokens, 80 at 512)
     short_seq_prob: float = 0.1
+    # denoising: a named noise (lmforge.objectives.denoising.NOISE_PRESETS) and fairseq-named
+    # overrides of it, e.g. {mask: 0.3, poisson_lambda: 3.0, rotate: 0.5}
+    noise_preset: str = "bart-large"
+    noise: dict = field(default_factory=dict)
+    # span_corruption: T5's noise; noise_mask iid (the paper's baseline) or prefix_lm (density 0.5)
+    noise_density: float = 0.15
+    mean_noise_span_length: float = 3.0
+    noise_mask: Literal["random_spans", "iid", "prefix_lm"] = "random_spans"
+
+
+ENCODER_DECODER_OBJECTIVES = ("denoising", "span_corruption")
 
 
 @dataclass
@@ -131,10 +149,22 @@ def validate_recipe(recipe: "PretrainRecipe") -> None:
         check_corpus_files(d.corpus)
         if d.tokenizer and not Path(d.tokenizer).is_dir():
             raise UserError(f"data.tokenizer: no such directory {d.tokenizer}")
+    if o.kind == "denoising":
+        from lmforge.objectives.denoising import noise_preset
+
+        noise_preset(o.noise_preset, **o.noise)
+    if o.kind == "span_corruption" and not (0 < o.noise_density < 1 and o.mean_noise_span_length >= 1):
+        raise UserError("objective.noise_density must be in (0, 1) and objective.mean_noise_span_length >= 1")
     if not recipe.model.init_from and o.kind != "bilm":  # ELMo presets: lmforge.lstm.elmo
         from lmforge.families import get_preset
 
-        preset = get_preset(recipe.model.preset)
+        try:
+            preset = get_preset(recipe.model.preset).replace(**recipe.model.config)
+        except TypeError as error:
+            raise UserError(f"model.config: {error}") from None
+        if (o.kind in ENCODER_DECODER_OBJECTIVES) != (preset.architecture == "encoder_decoder"):
+            raise UserError(f"objective.kind {o.kind} does not train a model of architecture {preset.architecture} "
+                            f"(model.preset {recipe.model.preset})")
         if o.max_seq_length > preset.max_positions:
             raise UserError(f"objective.max_seq_length {o.max_seq_length} exceeds the model's "
                             f"{preset.max_positions} positions")
@@ -174,7 +204,8 @@ def _prepare_data(recipe: PretrainRecipe, out: Path, is_main: bool) -> Path:
             print(f"training a {data.tokenizer_kind} tokenizer (vocab {data.vocab_size}) on {len(data.corpus)} file(s)")
             Tokenizer.train(data.corpus, kind=data.tokenizer_kind, vocab_size=data.vocab_size,
                             lowercase=data.lowercase).save(tokenizer_dir)
-        roles = ("eos",) if recipe.objective.kind == "clm" else ("cls", "sep", "mask", "pad")
+        roles = {"clm": ("eos",), "denoising": ("bos", "eos", "mask", "pad"),
+                 "span_corruption": ("eos", "pad")}.get(recipe.objective.kind, ("cls", "sep", "mask", "pad"))
         prepare_corpus(data.corpus, tokenizer_dir, prepared, heldout_fraction=data.heldout_fraction,
                        heldout_docs=data.heldout_docs or None, seed=recipe.train.seed, required_roles=roles)
         record_data_source(out, source)
@@ -218,21 +249,28 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
 
         train_data, eval_data, objective = causal_lm_data(data_dir, tokenizer, obj.max_seq_length,
                                                           obj.document_attention)
+    elif obj.kind in ENCODER_DECODER_OBJECTIVES:
+        from lmforge.objectives.seq2seq import encoder_decoder_data
+
+        train_data, eval_data, objective = encoder_decoder_data(obj.kind, data_dir, tokenizer, obj, recipe.train.seed)
     else:
         train_data = PretrainingDataset(data_dir, "train", **dataset_args)
         eval_data = PretrainingDataset(data_dir, "heldout", **dataset_args)
         objective = MaskedLMObjective(tokenizer.pad_id, "sop" if obj.kind == "mlm+sop" else "nsp")
     # NSP and SOP share the pair head
-    task = {"mlm+nsp": "pretraining", "mlm+sop": "pretraining", "mlm": "masked_lm", "clm": "causal_lm"}[obj.kind]
+    task = {"mlm+nsp": "pretraining", "mlm+sop": "pretraining", "mlm": "masked_lm", "clm": "causal_lm",
+            "denoising": "seq2seq_lm", "span_corruption": "seq2seq_lm"}[obj.kind]
     torch.manual_seed(recipe.train.seed)
     if recipe.model.init_from:
         model = load_model(recipe.model.init_from, task=task)
     else:
         config = get_preset(recipe.model.preset).replace(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
-        if config.architecture == "decoder":
+        if config.architecture in ("decoder", "encoder_decoder"):
             # A preset's end/start-of-text ids name its own vocabulary (or none, gpt2-tiny); the
             # model is trained on this tokenizer's, and `generate` stops at its eos.
             config = config.replace(eos_token_id=tokenizer.eos_id, bos_token_id=tokenizer.bos_id)
+        if config.architecture == "encoder_decoder":
+            config = config.replace(decoder_start_token_id=objective.decoder_start_id)
         if obj.max_seq_length > config.max_positions:
             raise UserError(f"objective.max_seq_length {obj.max_seq_length} exceeds the model's {config.max_positions} positions")
         try:

@@ -10,6 +10,11 @@
 - ``dataset``: the examples of a prepared split, per (seed, epoch, index).
 - ``clm``: GPT/GPT-2 causal LM: end-of-text-joined documents in contiguous blocks (optionally
   with attention kept inside each document), next-token loss and perplexity.
+- ``denoising``: BART's noise (fairseq's DenoisingDataset: masking, deletion, text infilling,
+  sentence permutation, rotation, insertion) and its dataset of document blocks.
+- ``span_corruption``: T5's span corruption (and its i.i.d. and prefix-LM variants) over packed
+  raw segments, sentinels from the top of the vocabulary.
+- ``seq2seq``: the teacher-forced encoder-decoder loss of both, and the datasets of a run.
 """
 
 from lmforge.objectives.base import IGNORE_INDEX, Objective, collate

@@ -4,7 +4,8 @@ Whole sentences are packed contiguously, crossing document boundaries, until the
 would not fit: ``[CLS] s1 s2 ... [SEP]``, with an extra [SEP] where one document ends and the
 next begins inside a block (fairseq's ``TokenBlockDataset`` with ``break_mode="complete"``
 packs the same way; its ``<s>``/``</s>`` are our [CLS]/[SEP]). A sentence longer than a block
-is cut into full blocks, and its remainder starts the next block.
+is cut into full blocks, and its remainder starts the next block. ``within_documents=True``
+closes a block at every document start instead (fairseq's ``complete_doc``, BART's blocks).
 
 A block is contiguous in the split's token stream (the layout of ``lmforge.data.shards``), so
 it is stored as a token range ``[start, stop)``; the document separators are inserted when the
@@ -16,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def pack_blocks(sentence_offsets: np.ndarray, document_offsets: np.ndarray, max_seq_length: int) -> np.ndarray:
+def pack_blocks(sentence_offsets: np.ndarray, document_offsets: np.ndarray, max_seq_length: int,
+                within_documents: bool = False) -> np.ndarray:
     """Token ranges of the packed blocks, an int64 table ``(N, 2)`` of ``[start, stop)``.
 
     Each block assembles to at most ``max_seq_length`` tokens: [CLS], its tokens, one [SEP]
@@ -33,7 +35,7 @@ def pack_blocks(sentence_offsets: np.ndarray, document_offsets: np.ndarray, max_
     for s in range(len(offsets) - 1):
         start, length = offsets[s], offsets[s + 1] - offsets[s]
         separator = 1 if used and s in first_sentences else 0
-        if used and used + separator + length > capacity:
+        if used and (used + separator + length > capacity or (separator and within_documents)):
             blocks.append((block_start, start))
             used, separator = 0, 0
         if not used:
