@@ -64,6 +64,10 @@ class FinetuneConfig:
     freeze_encoder: bool = False  # train the task head only (a linear probe)
     patience: int = 0  # stop after N epochs without improvement (0: run every epoch)
     device: str = "auto"
+    # The feature-based approach (BERT §5.3; lmforge.finetune.feature_based): a head on frozen features.
+    features: str | None = None  # layer strategy (lmforge.tasks.feature_based.FEATURE_STRATEGIES); None: fine-tune
+    head: Literal["bilstm", "linear"] | None = None  # None: bilstm for ner, linear for classification
+    head_hidden: int = 768  # BiLSTM units per direction (BERT §5.3: 768)
 
     def task_options(self) -> TaskOptions:
         names = {f.name for f in fields(TaskOptions)}
@@ -91,6 +95,9 @@ class FinetuneConfig:
             raise UserError("choose one of freeze_encoder and gradual_unfreezing")
         if self.max_length is not None and self.max_length < 8:
             raise UserError(f"max_length {self.max_length} is too short")
+        from lmforge.finetune.feature_based import check_feature_settings
+
+        check_feature_settings(self)
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,6 +281,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     from lmforge.training.report import plot_curves
 
     cfg.validate()
+    if cfg.features:
+        from lmforge.finetune.feature_based import run_feature_based
+
+        return run_feature_based(cfg)
     out = Path(cfg.out)
     if (out / "model").exists() or (out / "metrics.json").exists():
         raise UserError(f"{out} already holds a fine-tuning run; choose another --out")
