@@ -18,7 +18,7 @@ import torch
 import lmforge
 from lmforge.cli import main
 from lmforge.errors import UserError
-from lmforge.finetune import FinetuneConfig, run_finetune
+from lmforge.finetune import FinetuneConfig, evaluate_model, predict_file, run_finetune
 from lmforge.finetune.feature_based import FEATURE_LR, load_head, run_feature_based
 from lmforge.tasks.classification import read_classification
 from lmforge.tasks.feature_based import FEATURE_STRATEGIES, FeatureNerTask, feature_width
@@ -197,6 +197,17 @@ def test_bilstm_ner_on_frozen_features_learns_the_sample(checkpoint, tmp_path):
     head, config = load_head(out / "model")
     assert config["strategy"] == "concat_last_four" and config["backbone"] == str(checkpoint)
     assert config["width"] == 4 * HIDDEN and config["hidden"] == 32 and isinstance(head, BiLstmTagger)
+    # evaluate and predict read the backbone the head names and give the run's numbers.
+    result = evaluate_model(out / "model", None, CONLL[1], tmp_path / "evaluated")
+    assert result["f1"] == pytest.approx(summary["f1"]) and result["task"] == "ner"
+    assert (tmp_path / "evaluated" / "predictions.conll").read_text() == (out / "predictions.conll").read_text()
+    (tmp_path / "input.txt").write_text(" ".join(dev[0].words) + "\n" + " ".join(dev[1].words) + "\n")
+    lines = predict_file(out / "model", "ner", tmp_path / "input.txt")
+    assert [[pair.rsplit("/", 1)[1] for pair in line.split()] for line in lines] == predicted[:2]
+    assert main(["evaluate", "--model", str(out / "model"), "--data", str(CONLL[1]),
+                 "--out", str(tmp_path / "cli-evaluated")]) == 0
+    with pytest.raises(UserError, match="not a classification one"):
+        evaluate_model(out / "model", "classification", SST2[1])
 
 
 def test_the_backbone_runs_once_per_example_whatever_the_epochs(checkpoint, source, tmp_path):
@@ -220,8 +231,12 @@ def test_classification_with_a_linear_head_on_pooled_features(checkpoint, tmp_pa
     assert summary["head"] == "linear" and summary["accuracy"] >= 9 / 12  # measured 10 of 12
     head, config = load_head(out / "model")
     assert config["width"] == HIDDEN and config["num_labels"] == 2 and config["mix_layers"] == LAYERS + 1
-    rows = (out / "predictions.tsv").read_text().splitlines()
-    assert len(rows) == 1 + len(read_classification(SST2[1]))
+    rows = [line.split("\t") for line in (out / "predictions.tsv").read_text().splitlines()]
+    dev = read_classification(SST2[1])
+    assert len(rows) == 1 + len(dev)
+    (tmp_path / "texts.txt").write_text("".join(e.text + "\n" for e in dev))
+    predicted = [line.split("\t")[0] for line in predict_file(out / "model", None, tmp_path / "texts.txt")]
+    assert predicted == [r[2] for r in rows[1:]]
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -85,9 +85,8 @@ def extract_features(task, source: WordSource, examples: list, strategy: str, ba
     return extract(source, items, wanted, batch_size, cache)
 
 
-def evaluate_head(task, model: nn.Module, examples, features, batch_size: int,
-                  device: torch.device) -> tuple[dict[str, float], Any]:
-    """Metrics (with ``loss``) and predictions of the head on extracted eval features."""
+def head_outputs(task, model: nn.Module, features, batch_size: int, device: torch.device) -> tuple[list, float, int]:
+    """Per-feature head outputs in input order, with the summed loss and its count (0 without targets)."""
     # Longest sentences first (NER vectors are (..., words, D)); pooled vectors all have one length.
     order = np.argsort([-f["vectors"].shape[-2] if task.name == "ner" else 0 for f in features], kind="stable")
     rows: list = [None] * len(features)
@@ -103,6 +102,13 @@ def evaluate_head(task, model: nn.Module, examples, features, batch_size: int,
                 rows[i] = value
             loss, count = loss + batch_loss, count + batch_count
     model.train(was_training)
+    return rows, loss, count
+
+
+def evaluate_head(task, model: nn.Module, examples, features, batch_size: int,
+                  device: torch.device) -> tuple[dict[str, float], Any]:
+    """Metrics (with ``loss``) and predictions of the head on extracted eval features."""
+    rows, loss, count = head_outputs(task, model, features, batch_size, device)
     predictions = task.decode(examples, features, rows)
     metrics = task.score(examples, predictions)
     if count:
@@ -128,6 +134,55 @@ def load_head(directory: str | Path) -> tuple[nn.Module, dict]:
     if model_type != "feature_head":
         raise UserError(f"{directory} holds a {model_type} model, not a feature-based head")
     return load_lstm(directory), config
+
+
+def is_feature_head(directory: str | Path) -> bool:
+    from lmforge.lstm.checkpoint import is_lstm_checkpoint, read_lstm_config
+
+    return is_lstm_checkpoint(directory) and read_lstm_config(directory)[0] == "feature_head"
+
+
+def load_feature_model(directory: str | Path, task_name: str | None, options, device: str = "auto"):
+    """(task, head, source, strategy, device) of a feature-based run's model directory; the
+    backbone is the one its config names, read with the max_length it was trained with."""
+    from lmforge.tasks import LabelMap
+    from lmforge.training.distributed import setup
+
+    head, config = load_head(directory)
+    stored = config["fine_tuning_task"]
+    if task_name is not None and task_name != stored:
+        raise UserError(f"{directory} holds a feature-based {stored} head, not a {task_name} one")
+    task = FEATURE_TASKS[stored](options, LabelMap(config["labels"]))
+    device_ = setup(device).device
+    source = load_feature_source(config["backbone"], config["max_length"], device_)
+    return task, head.to(device_).eval(), source, config["strategy"], device_
+
+
+def evaluate_feature_model(directory, task_name, data, options, batch_size: int, device: str,
+                           limit: int = 0) -> tuple[Any, list, dict[str, float], Any]:
+    """(task, examples, metrics, predictions) of a feature-based head on a labelled file."""
+    from lmforge.finetune.inference import check_known_labels
+
+    task, head, source, strategy, device_ = load_feature_model(directory, task_name, options, device)
+    examples = task.read(data)[: limit or None]
+    check_known_labels(task, examples, data)
+    features = task.features_from(examples, extract_features(task, source, examples, strategy, batch_size,
+                                                             FeatureCache()))
+    metrics, predictions = evaluate_head(task, head, examples, features, batch_size, device_)
+    return task, examples, metrics, predictions
+
+
+def predict_feature_lines(directory, task_name, input_path, pair: bool, options, batch_size: int,
+                          device: str) -> list[str]:
+    """``lmforge predict`` for a feature-based head: one output line per input."""
+    task, head, source, strategy, device_ = load_feature_model(directory, task_name, options, device)
+    examples = task.read_inputs(input_path, pair)
+    if not examples:
+        return []
+    features = task.features_from(examples, extract_features(task, source, examples, strategy, batch_size,
+                                                             FeatureCache()), labelled=False)
+    rows, _, _ = head_outputs(task, head, features, batch_size, device_)
+    return task.format_predictions(examples, task.decode(examples, features, rows))
 
 
 class HeadEvaluator:
@@ -207,7 +262,7 @@ def run_feature_based(cfg, source: WordSource | None = None, cache: FeatureCache
 
     head_config = {"head": head_name, "width": feature_width(strategy, source.width), "num_labels": len(task.labels),
                    "hidden": cfg.head_hidden, "mix_layers": source.num_layers if strategy == SCALAR_MIX else 0,
-                   "strategy": strategy, "backbone": str(cfg.model), "fine_tuning_task": task.name,
+                   "strategy": strategy, "backbone": str(Path(cfg.model).resolve()), "fine_tuning_task": task.name,
                    "max_length": task.max_length, "labels": list(task.labels.labels)}
     torch.manual_seed(cfg.seed)
     model = build_head(head_config)
