@@ -22,7 +22,7 @@ from lmforge.finetune import FinetuneConfig, evaluate_model, predict_file, run_f
 from lmforge.finetune.feature_based import FEATURE_LR, load_head, run_feature_based
 from lmforge.tasks.classification import read_classification
 from lmforge.tasks.feature_based import FEATURE_STRATEGIES, FeatureNerTask, feature_width
-from lmforge.tasks.feature_heads import BiLstmTagger, ScalarMix
+from lmforge.tasks.feature_heads import BiLstmTagger, LinearHead, ScalarMix
 from lmforge.tasks.feature_sources import (
     ALL_LAYERS,
     EncoderSource,
@@ -220,6 +220,13 @@ def test_the_backbone_runs_once_per_example_whatever_the_epochs(checkpoint, sour
     summary = run_feature_based(settings(checkpoint, tmp_path / "sum", features="sum_all", epochs=2), source, cache)
     assert sum(calls) == examples and cache.hits == 2
     assert summary["f1"] >= 0.0 and summary["epochs_run"] == 2
+
+
+def test_ner_with_a_linear_probe_per_word(checkpoint, tmp_path):
+    summary = run_finetune(settings(checkpoint, tmp_path / "probe", head="linear", epochs=2))
+    head, config = load_head(tmp_path / "probe" / "model")
+    assert summary["head"] == "linear" and isinstance(head, LinearHead) and config["width"] == HIDDEN
+    assert 0.0 <= summary["f1"] <= 1.0 and summary["epochs_run"] == 2
 
 
 def test_classification_with_a_linear_head_on_pooled_features(checkpoint, tmp_path):

@@ -185,6 +185,11 @@ def predict_feature_lines(directory, task_name, input_path, pair: bool, options,
     return task.format_predictions(examples, task.decode(examples, features, rows))
 
 
+def _backbone_name(model: str) -> str:
+    """A local checkpoint as an absolute path (the head is read from anywhere later); a hub id as given."""
+    return str(Path(model).resolve()) if Path(model).exists() else str(model)
+
+
 class HeadEvaluator:
     """The Trainer's ``evaluate_fn``: score the eval features after each epoch; keep (save)
     the head of the best epoch."""
@@ -262,7 +267,7 @@ def run_feature_based(cfg, source: WordSource | None = None, cache: FeatureCache
 
     head_config = {"head": head_name, "width": feature_width(strategy, source.width), "num_labels": len(task.labels),
                    "hidden": cfg.head_hidden, "mix_layers": source.num_layers if strategy == SCALAR_MIX else 0,
-                   "strategy": strategy, "backbone": str(Path(cfg.model).resolve()), "fine_tuning_task": task.name,
+                   "strategy": strategy, "backbone": _backbone_name(cfg.model), "fine_tuning_task": task.name,
                    "max_length": task.max_length, "labels": list(task.labels.labels)}
     torch.manual_seed(cfg.seed)
     model = build_head(head_config)
