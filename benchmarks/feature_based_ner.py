@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import offline  # noqa: E402 (also puts the checkout's src/ on the path)
+from common import offline  # also puts the checkout's src/ on the path
 
 STRATEGIES = ("embeddings", "second_to_last", "last", "sum_last_four", "concat_last_four", "sum_all")
 # Table 7, dev F1 of BERT-base on CoNLL-2003 (the fine-tuning row: "BERT_BASE", 96.4).
@@ -100,12 +100,12 @@ def update_results(path: Path, args, results: dict, extract_seconds: float, tota
         START,
         "## The feature-based approach on CoNLL-2003 (BERT paper Table 7; benchmarks/feature_based_ner.py)",
         "",
-        f"Checkpoint `{args.model}`; CPU, {args.threads} thread(s); first {args.limit or 'all'} training sentences, "
-        f"{'first ' + str(args.eval_limit) if args.eval_limit else 'all'} CoNLL-2003 valid sentences; "
-        f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}; {datetime.date.today().isoformat()}.",
-        f"Feature-based rows: a 2-layer BiLSTM ({args.head_hidden} units per direction, lr {args.lr}) on frozen "
-        f"features (each word's first sub-token); fine-tuning: lr {args.finetune_lr}. The backbone ran once over "
-        f"both files ({extract_seconds:.0f} s, every layer kept); the whole table took {total_seconds / 60:.1f} min.",
+        (f"Checkpoint `{args.model}`; CPU, {args.threads} thread(s); first {args.limit or 'all'} training sentences, "
+         f"{'first ' + str(args.eval_limit) if args.eval_limit else 'all'} CoNLL-2003 valid sentences; "
+         f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}; {datetime.date.today().isoformat()}."),
+        (f"Feature-based rows: a 2-layer BiLSTM ({args.head_hidden} units per direction, lr {args.lr}) on frozen "
+         f"features (each word's first sub-token); fine-tuning: lr {args.finetune_lr}. The backbone ran once over "
+         f"both files ({extract_seconds:.0f} s, every layer kept); the whole table took {total_seconds / 60:.1f} min."),
         "The paper's column is BERT-base (12 layers, 768 wide) on the full training set, for reference only.",
         "",
         f"Command: `python benchmarks/feature_based_ner.py {' '.join(sys.argv[1:])}`",

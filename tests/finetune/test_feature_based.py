@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from finetune_samples import CONLL, SST2, one_thread  # noqa: F401 (fixture)
 
 import lmforge
 from lmforge.cli import main
@@ -33,8 +34,6 @@ from lmforge.tasks.feature_sources import (
 )
 from lmforge.tasks.ner import entity_scores, read_conll
 from lmforge.tokenization import Tokenizer
-
-from finetune_samples import CONLL, SST2, one_thread  # noqa: F401 (fixture)
 
 HIDDEN, LAYERS = 32, 4
 
@@ -126,7 +125,7 @@ def test_pooled_features_are_the_mean_over_tokens_of_each_layer(source):
 def test_a_sentence_longer_than_max_length_gets_a_vector_for_every_word(checkpoint):
     model, tokenizer = lmforge.load(checkpoint)
     short = EncoderSource(model, tokenizer, max_length=12)
-    words = ("Maria visited Lisbon in the spring and Tomas Berg joined Northwind last year .").split()
+    words = ["Maria", "visited", "Lisbon", "in", "the", "spring", "and", "Tomas", "Berg", "joined", "Northwind", "last", "year", "."]
     vectors = word_features(short, [words], "last")[0]
     assert vectors.shape == (len(words), HIDDEN)
     assert np.abs(vectors).sum(1).min() > 0  # no word left as padding
@@ -236,7 +235,7 @@ def test_classification_with_a_linear_head_on_pooled_features(checkpoint, tmp_pa
     losses = training_losses(out)
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5  # measured 0.70 -> 0.07
     assert summary["head"] == "linear" and summary["accuracy"] >= 9 / 12  # measured 10 of 12
-    head, config = load_head(out / "model")
+    _, config = load_head(out / "model")
     assert config["width"] == HIDDEN and config["num_labels"] == 2 and config["mix_layers"] == LAYERS + 1
     rows = [line.split("\t") for line in (out / "predictions.tsv").read_text().splitlines()]
     dev = read_classification(SST2[1])

@@ -29,8 +29,8 @@ from lmforge.features import STRATEGIES
 from lmforge.objectives.base import IGNORE_INDEX
 from lmforge.tasks.base import Rows
 from lmforge.tasks.classification import ClassificationExample, ClassificationTask
-from lmforge.tasks.ner import NerTask, TaggedSentence
 from lmforge.tasks.feature_sources import ALL_LAYERS
+from lmforge.tasks.ner import NerTask, TaggedSentence
 
 SCALAR_MIX = "scalar_mix"
 FEATURE_STRATEGIES = (*STRATEGIES, SCALAR_MIX)
