@@ -150,7 +150,7 @@ def test_the_cache_is_keyed_by_backbone_strategy_and_data(source):
 def test_scalar_mix_is_gamma_times_the_softmax_weighted_sum():
     mix = ScalarMix(3)
     with torch.no_grad():
-        mix.weights.copy_(torch.tensor([0.5, -1.0, 2.0]))
+        mix.scalar_parameters.copy_(torch.tensor([0.5, -1.0, 2.0]))
         mix.gamma.fill_(1.5)
     layers = torch.randn(2, 3, 5, 4)  # (B, layers, T, D)
     s = torch.softmax(torch.tensor([0.5, -1.0, 2.0]), 0)
@@ -159,7 +159,7 @@ def test_scalar_mix_is_gamma_times_the_softmax_weighted_sum():
     fresh = ScalarMix(3)  # starts as the equal-weight mean
     torch.testing.assert_close(fresh(layers), layers.mean(1))
     fresh(layers).sum().backward()
-    assert fresh.gamma.grad is not None and fresh.weights.grad is not None
+    assert fresh.gamma.grad is not None and fresh.scalar_parameters.grad is not None
 
 
 def test_the_bilstm_never_reads_padding():
@@ -287,3 +287,31 @@ def test_ner_batches_hold_one_vector_and_one_label_per_word(source):
         n = len(sentence.words)
         assert [task.labels.label_of(i) for i in batch["labels"][row, :n].tolist()] == sentence.tags
         assert (batch["labels"][row, n:] == -100).all() and (batch["vectors"][row, n:] == 0).all()
+
+
+# ---------------------------------------------------------------------------------------
+# ELMo as the backbone
+
+
+def test_elmo_features_and_a_tagger_on_them(tmp_path):
+    elmo = pytest.importorskip("lmforge.lstm.elmo")
+    from lmforge.tasks.feature_sources import ElmoSource, load_feature_source
+
+    config = elmo.PRESETS["elmo-tiny"].replace(filters=[[1, 4], [2, 4], [3, 8]], cell_size=24, projection_dim=8,
+                                               dropout=0.0)
+    torch.manual_seed(0)
+    elmo.save_elmo(elmo.ElmoBiLM(config), tmp_path / "elmo")
+    source = load_feature_source(tmp_path / "elmo", max_length=128)
+    assert isinstance(source, ElmoSource) and source.num_layers == 3 and source.width == 16
+    sentences = [s.words for s in read_conll(CONLL[1])][:4]
+    stacked = word_features(source, sentences, ALL_LAYERS)
+    expected = elmo.elmo_layer_outputs(source.model, sentences)
+    for row, words in enumerate(sentences):
+        assert stacked[row].shape == (3, len(words), 16)
+        for layer in range(3):
+            np.testing.assert_allclose(stacked[row][layer], expected.layers[layer][row, :len(words)].numpy(), atol=1e-6)
+    summary = run_finetune(FinetuneConfig(model=str(tmp_path / "elmo"), task="ner", train=str(CONLL[0]),
+                                          eval=str(CONLL[1]), out=str(tmp_path / "run"), features="scalar_mix",
+                                          head_hidden=8, epochs=2, batch_size=8, lr=1e-2, device="cpu"))
+    _, head_config = load_head(tmp_path / "run" / "model")
+    assert head_config["mix_layers"] == 3 and head_config["width"] == 16 and summary["epochs_run"] == 2

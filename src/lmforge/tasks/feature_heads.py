@@ -29,16 +29,18 @@ HEAD_DROPOUT = 0.1
 class ScalarMix(nn.Module):
     """ELMo's task-specific mix of ``num_layers`` representation layers (stacked on dim 1).
 
-    Kept here until ``lmforge.lstm.scalar_mix`` lands; the two are the same formula."""
+    The formula and parameter names of ``lmforge.lstm.scalar_mix.ScalarMix`` (written in
+    parallel, on a list of layers), here on layers stacked in one tensor; one can replace the
+    other without changing a saved head."""
 
     def __init__(self, num_layers: int) -> None:
         super().__init__()
-        self.weights = nn.Parameter(torch.zeros(num_layers))
+        self.scalar_parameters = nn.Parameter(torch.zeros(num_layers))
         self.gamma = nn.Parameter(torch.ones(()))
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (stacked.dim() - 2)
-        return self.gamma * (stacked * self.weights.softmax(0).view(shape)).sum(1)
+        return self.gamma * (stacked * self.scalar_parameters.softmax(0).view(shape)).sum(1)
 
 
 class BiLstmTagger(nn.Module):

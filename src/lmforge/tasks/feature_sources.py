@@ -11,8 +11,8 @@ has the most context. Sentence-level features (classification) are the mean over
 sequence's tokens of each layer (sentence-transformers' mean pooling), the same per-layer
 vectors a layer strategy or scalar mix then combines.
 
-An ELMo checkpoint plugs in as another ``WordSource``: its ``word_layers`` returns the
-character-CNN token layer and the biLSTM layers for the words (``load_feature_source``).
+An ELMo checkpoint is another ``WordSource`` (``ElmoSource``): the character-CNN token layer
+and the biLSTM layers of ``lmforge.lstm.elmo.elmo_layer_outputs`` for the words.
 
 Extraction reduces the layers right away (``combine_layers`` of a fixed strategy) or keeps them
 all (``ALL_LAYERS``, for a learned scalar mix), batches sentences by length, and keeps the
@@ -115,17 +115,58 @@ class EncoderSource(WordSource):
                                                          LabelMap(["_"])))
 
 
-def load_feature_source(model_dir: str | Path, max_length: int, device: torch.device | str = "cpu") -> WordSource:
-    """The source of a checkpoint directory: an lmforge or HF-format encoder with its tokenizer.
-    (ELMo checkpoints, ``lmforge.lstm``, are not wired in yet.)"""
-    from lmforge.finetune.inference import load_checkpoint_and_tokenizer
-    from lmforge.lstm.checkpoint import is_lstm_checkpoint
+class ElmoSource(WordSource):
+    """An ELMo biLM (``lmforge.lstm.elmo``): Peters et al.'s L + 1 layers [token layer, LSTM
+    1..L], each 2 x projection_dim wide (``elmo_layer_outputs``). The character CNN reads each
+    word whole; a model trained on a sub-word tokenizer gives a word its first sub-token's vector."""
 
+    def __init__(self, model, tokenizer=None, identity: str = "", device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model, self.tokenizer = model.eval().to(self.device), tokenizer
+        self.identity = identity or f"elmo-{id(model)}"
+        self.num_layers = model.config.n_layers + 1
+        self.width = 2 * model.config.projection_dim
+
+    @torch.inference_mode()
+    def word_layers(self, sentences: Sequence[Sequence[str]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        from lmforge.lstm.elmo import elmo_layer_outputs
+
+        result = elmo_layer_outputs(self.model, [list(words) for words in sentences], self.tokenizer)
+        first = torch.full((len(sentences), max(len(words) for words in sentences)), -1, dtype=torch.long)
+        for row, ids in enumerate(result.word_ids.tolist()):
+            for position, word in reversed(list(enumerate(ids))):  # reversed: the first position wins
+                if word >= 0:
+                    first[row, word] = position
+        first = first.to(self.device)
+        mask = first >= 0
+        index = first.clamp(min=0).unsqueeze(-1).expand(-1, -1, self.width)
+        return [layer.float().gather(1, index) * mask.unsqueeze(-1) for layer in result.layers], mask
+
+
+def load_feature_source(model_dir: str | Path, max_length: int, device: torch.device | str = "cpu") -> WordSource:
+    """The source of a checkpoint directory: an lmforge or HF-format encoder with its tokenizer,
+    or an ELMo checkpoint (``lmforge.lstm``; its tokenizer, if it has one)."""
+    from lmforge.lstm.checkpoint import is_lstm_checkpoint, read_lstm_config
+
+    identity = str(Path(model_dir).resolve())
     if is_lstm_checkpoint(model_dir):
-        raise UserError(f"{model_dir} is an LSTM checkpoint; feature-based runs on ELMo are not wired in yet")
+        model_type = read_lstm_config(model_dir)[0]
+        if model_type != "elmo":
+            raise UserError(f"{model_dir} holds a {model_type} model; feature-based runs read an encoder "
+                            "(BERT family) or an ELMo checkpoint")
+        from lmforge.lstm.elmo import load_elmo
+        from lmforge.tokenization import Tokenizer
+        from lmforge.tokenization.hf_files import has_tokenizer
+
+        model = load_elmo(model_dir)
+        tokenizer = Tokenizer.from_dir(model_dir) if has_tokenizer(Path(model_dir)) else None
+        if tokenizer is None and model.config.token_encoder != "char_cnn":
+            raise UserError(f"{model_dir} has no tokenizer files, which its word embeddings need")
+        return ElmoSource(model, tokenizer, identity, device)
+    from lmforge.finetune.inference import load_checkpoint_and_tokenizer
+
     model, tokenizer = load_checkpoint_and_tokenizer(str(model_dir))
-    return EncoderSource(model.float(), tokenizer, identity=str(Path(model_dir).resolve()),
-                         max_length=max_length, device=device)
+    return EncoderSource(model.float(), tokenizer, identity=identity, max_length=max_length, device=device)
 
 
 # ---------------------------------------------------------------------------------------
