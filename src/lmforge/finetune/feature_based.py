@@ -1,7 +1,8 @@
-"""Feature-based fine-tuning (BERT paper §5.3, Table 7): a frozen backbone's features, chosen
-by a layer strategy or ELMo's scalar mix, feed a head trained alone, a 2-layer BiLSTM tagger
-for NER or a linear classifier on pooled features (``lmforge.tasks.feature_based``,
-``lmforge.tasks.feature_heads``).
+"""Feature-based fine-tuning (BERT paper §5.3, Table 7): the features of a frozen backbone (a
+BERT-family encoder or ELMo), chosen by a layer strategy or ELMo's scalar mix, feed a head
+trained alone, a 2-layer BiLSTM tagger for NER or a linear classifier on pooled features
+(``lmforge.tasks.feature_based``, ``lmforge.tasks.feature_heads``). ``lmforge evaluate`` and
+``lmforge predict`` read the saved head with the backbone it names.
 
 The features are extracted once per run, before training (``lmforge.tasks.feature_sources``),
 so no epoch runs the backbone. The training loop, its schedule and the per-epoch scoring
