@@ -24,6 +24,7 @@ _EVALUATE_KEYS = {"task", "model", "data", "examples"}
 _TASK_HELP = ("classification (single sentences or pairs), ner (CoNLL tagging), qa (SQuAD v1.1 spans) or "
               "multiple_choice (JSONL: context, choices, label) or seq2seq (JSONL/TSV source, target; BART, T5)")
 _TASKS = ["classification", "ner", "qa", "multiple_choice", "seq2seq"]
+_FEATURE_LR = 1e-3  # lmforge.finetune.feature_based.FEATURE_LR (not imported: the CLI loads torch lazily)
 
 
 def _task_options(parser: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
@@ -68,6 +69,19 @@ def _seq2seq_options(parser: argparse.ArgumentParser, default, training: bool = 
                        help="seq2seq on a classification file: labels as words, 'negative,positive' or '0=neg,1=pos'")
 
 
+def _feature_options(parser: argparse.ArgumentParser) -> None:
+    """The feature-based approach (BERT paper §5.3; lmforge.finetune.feature_based)."""
+    S = argparse.SUPPRESS
+    group = parser.add_argument_group("feature-based (a head on frozen features, BERT paper section 5.3)")
+    group.add_argument("--features", metavar="STRATEGY", default=S,
+                       help="train a head on the frozen backbone's features: embeddings, second_to_last, last, "
+                            "sum_last_four, concat_last_four, sum_all, or scalar_mix (ELMo's learned mix); "
+                            f"--lr then defaults to {_FEATURE_LR}")
+    group.add_argument("--head", choices=["bilstm", "linear"], default=S,
+                       help="ner: bilstm (2-layer BiLSTM tagger, default) or linear; classification: linear")
+    group.add_argument("--head-hidden", type=int, default=S, help="BiLSTM units per direction (default 768)")
+
+
 def register(subparsers) -> None:
     S = argparse.SUPPRESS  # unset flags stay absent, so a recipe's value is kept
     ft = subparsers.add_parser(
@@ -106,6 +120,7 @@ def register(subparsers) -> None:
                          help="train the task head only (a linear probe on frozen features)")
     toolbox.add_argument("--lm-loss-weight", type=float, default=S,
                          help="decoder checkpoints: GPT's auxiliary LM loss weight (the paper: 0.5; default 0: off)")
+    _feature_options(ft)
     _task_options(ft)
     _seq2seq_options(ft, S, training=True)
     ft.set_defaults(func=run_finetune)
@@ -150,7 +165,10 @@ def finetune_config(args: argparse.Namespace):
 
     settings = read_yaml(args.recipe) if args.recipe else {}
     flags = {k: v for k, v in vars(args).items() if k not in ("recipe", "func", "command")}
-    return build_dataclass(FinetuneConfig, {**settings, **flags})
+    merged = {**settings, **flags}
+    if merged.get("features") and "lr" not in merged:
+        merged["lr"] = _FEATURE_LR  # a head trained from scratch, not BERT's 5e-5
+    return build_dataclass(FinetuneConfig, merged)
 
 
 def _check_finetune_out(out: Path) -> None:

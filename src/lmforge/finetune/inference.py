@@ -123,11 +123,17 @@ def evaluate_model(model_dir: str | Path, task_name: str | None, data: str | Pat
                    limit: int = 0) -> dict[str, Any]:
     """Metrics of a fine-tuned model on a labelled file, written to OUT/metrics.json (OUT
     defaults to the model directory). With ``out`` the predictions are written there too."""
-    task, model, tokenizer, device_ = load_task_model(model_dir, task_name, options, device)
-    examples = task.read(data)[: limit or None]
-    check_known_labels(task, examples, data)
-    features = task.encode(examples, tokenizer)
-    metrics, predictions = evaluate_features(task, model, tokenizer, examples, features, batch_size, device_)
+    from lmforge.finetune import feature_based
+
+    if feature_based.is_feature_head(model_dir):  # a head on frozen features (lmforge.finetune.feature_based)
+        task, examples, metrics, predictions = feature_based.evaluate_feature_model(
+            model_dir, task_name, data, options, batch_size, device, limit)
+    else:
+        task, model, tokenizer, device_ = load_task_model(model_dir, task_name, options, device)
+        examples = task.read(data)[: limit or None]
+        check_known_labels(task, examples, data)
+        features = task.encode(examples, tokenizer)
+        metrics, predictions = evaluate_features(task, model, tokenizer, examples, features, batch_size, device_)
     result = {"task": task.name, "model": str(model_dir), "data": str(data), "examples": len(examples), **metrics}
     target = Path(out) if out is not None else Path(model_dir)
     target.mkdir(parents=True, exist_ok=True)
@@ -141,6 +147,10 @@ def predict_file(model_dir: str | Path, task_name: str | None, input_path: str |
                  options: TaskOptions = TaskOptions(), batch_size: int = 64, device: str = "auto") -> list[str]:
     """One output line per input: classification ``label<TAB>probability``; ner
     ``word/TAG ...``; qa ``id<TAB>answer``."""
+    from lmforge.finetune import feature_based
+
+    if feature_based.is_feature_head(model_dir):
+        return feature_based.predict_feature_lines(model_dir, task_name, input_path, pair, options, batch_size, device)
     task, model, tokenizer, device_ = load_task_model(model_dir, task_name, options, device)
     return predict_lines(task, model, tokenizer, task.read_inputs(input_path, pair), batch_size, device_)
 

@@ -76,6 +76,10 @@ class FinetuneConfig:
     new_source_encoder: int = 0  # BART MT: layers of a new random source encoder before BART's encoder (0: none)
     source_tokenizer: str | None = None  # BART MT: the source language's tokenizer directory (its own vocabulary)
     stage1_epochs: int = 0  # BART MT: first epochs train only the new encoder, positions, layer-0 q/k/v
+    # The feature-based approach (BERT §5.3; lmforge.finetune.feature_based): a head on frozen features.
+    features: str | None = None  # layer strategy (lmforge.tasks.feature_based.FEATURE_STRATEGIES); None: fine-tune
+    head: Literal["bilstm", "linear"] | None = None  # None: bilstm for ner, linear for classification
+    head_hidden: int = 768  # BiLSTM units per direction (BERT §5.3: 768)
 
     def task_options(self) -> TaskOptions:
         names = {f.name for f in fields(TaskOptions)}
@@ -104,6 +108,9 @@ class FinetuneConfig:
         if self.max_length is not None and self.max_length < 8:
             raise UserError(f"max_length {self.max_length} is too short")
         self._validate_seq2seq()
+        from lmforge.finetune.feature_based import check_feature_settings
+
+        check_feature_settings(self)
 
     def _validate_seq2seq(self) -> None:
         seq2seq_only = ("source_column", "target_column", "max_target_length", "source_prefix", "label_words",
@@ -323,6 +330,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     from lmforge.training.report import plot_curves
 
     cfg.validate()
+    if cfg.features:
+        from lmforge.finetune.feature_based import run_feature_based
+
+        return run_feature_based(cfg)
     out = Path(cfg.out)
     if (out / "model").exists() or (out / "metrics.json").exists():
         raise UserError(f"{out} already holds a fine-tuning run; choose another --out")
