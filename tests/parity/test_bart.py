@@ -196,3 +196,17 @@ def test_scaled_embeddings_match_bart():
             assert_close(ours(source[None], None, target[None]), reference(input_ids=source[None],
                                                                            decoder_input_ids=target[None]).logits,
                          "scaled embeddings")
+
+
+def test_predict_mask_runs_the_head_on_chosen_decoder_positions_only(pair):
+    """Training's path: (M, V) logits of the chosen decoder positions, in row-major order, equal
+    the full logits at those positions, padded or unpadded."""
+    _, ours = pair
+    src_ids, src_mask = padded(sequences(HF_CONFIG.vocab_size), "right")
+    tgt_ids, tgt_mask = padded(sequences(HF_CONFIG.vocab_size, lengths=(3, 6, 2, 1), seed=1), "right")
+    chosen = tgt_mask.bool() & (torch.rand(tgt_mask.shape, generator=torch.Generator().manual_seed(2)) < 0.7)
+    with torch.no_grad():
+        full = ours(src_ids, src_mask, tgt_ids, tgt_mask)
+        for unpad in (False, True):
+            selected = ours(src_ids, src_mask, tgt_ids, tgt_mask, unpad=unpad, predict_mask=chosen)
+            assert_close(selected, full[chosen], f"predict_mask, unpad={unpad}")

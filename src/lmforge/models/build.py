@@ -155,10 +155,15 @@ class ForSeq2SeqLM(TaskModel):
 
     def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
                 cache: KVCache | None = None, encoder_output: BackboneOutput | None = None,
-                unpad: bool = False) -> torch.Tensor:
-        """-> (B, T_decoder, V) logits."""
+                unpad: bool = False, predict_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """-> (B, T_decoder, V) logits; ``predict_mask`` (B, T_decoder) bool runs the vocabulary
+        head only where it is True, giving (M, V) logits in row-major order of those positions
+        (training reads only the positions that have a target, as ``ForCausalLM``)."""
         out = self.backbone(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
                             unpad=unpad, cache=cache, encoder_output=encoder_output)
+        if predict_mask is not None:
+            selected = out.decoder.layout.unpad(predict_mask) if unpad else predict_mask
+            return self.lm_head(out.last_hidden_state[selected])
         return out.decoder.padded(self.lm_head(out.last_hidden_state))
 
 

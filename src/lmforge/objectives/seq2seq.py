@@ -41,10 +41,10 @@ class Seq2SeqLMObjective(CausalLMObjective):
         return batch
 
     def _logits(self, model, batch: dict, unpad: bool):
-        logits = model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"],
-                       batch["decoder_attention_mask"], unpad=unpad)
         chosen = batch["labels"] != IGNORE_INDEX
-        return logits[chosen].float(), batch["labels"][chosen]
+        logits = model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"],
+                       batch["decoder_attention_mask"], unpad=unpad, predict_mask=chosen)
+        return logits.float(), batch["labels"][chosen]
 
 
 def encoder_decoder_data(kind: str, data_dir: str | os.PathLike, tokenizer, objective, seed: int):

@@ -328,10 +328,10 @@ class Seq2SeqTask(Task):
         return {self.name: int((batch["labels"] != IGNORE_INDEX).sum())}
 
     def _token_losses(self, model, batch: dict, unpad: bool, smoothing: float) -> torch.Tensor:
+        chosen = batch["labels"] != IGNORE_INDEX  # the vocabulary head runs on these positions only
         logits = model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"],
-                       batch["decoder_attention_mask"], unpad=unpad)  # (B, T, V)
-        return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX,
-                               reduction="sum", label_smoothing=smoothing)
+                       batch["decoder_attention_mask"], unpad=unpad, predict_mask=chosen)  # (M, V)
+        return F.cross_entropy(logits.float(), batch["labels"][chosen], reduction="sum", label_smoothing=smoothing)
 
     def loss_sums(self, model, batch: dict, unpad: bool) -> dict[str, torch.Tensor]:
         return {self.name: self._token_losses(model, batch, unpad, self.options.label_smoothing)}
