@@ -307,3 +307,37 @@ def test_dropout_attention_is_sdpa_math_with_its_mask():
     dropped = float((probs == 0).float().mean())
     assert abs(dropped - p) < 0.005
     assert abs(float(probs.sum(-1).mean()) - 1.0) < 0.01
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_training_attention_per_sequence_equals_the_grid(causal, monkeypatch):
+    """With attention dropout on CPU and sequences of very different lengths, attention runs one
+    sequence at a time (scores of sum T_i S_i, not B max_T max_S): with every key kept (the draw
+    patched to ones) it equals the grid, forward and backward, for self- and cross-attention, a
+    score bias cut to each sequence (T5) and grouped key/value heads."""
+    q_mask = torch.zeros(3, 12, dtype=torch.long)
+    k_mask = torch.zeros(3, 10, dtype=torch.long)
+    for row, (t, s) in enumerate([(12, 10), (2, 3), (4, 1)]):
+        q_mask[row, :t], k_mask[row, :s] = 1, 1
+    queries, keys = JaggedLayout.from_mask(q_mask, kernel="grid"), JaggedLayout.from_mask(k_mask, kernel="grid")
+    assert queries._attends_each_sequence(torch.zeros(1), keys, dropout_p=0.1)
+    assert not queries._attends_each_sequence(torch.zeros(1), keys, dropout_p=0.0)
+    monkeypatch.setattr(torch, "rand_like", lambda x: torch.ones_like(x))  # keep every score
+    g = torch.Generator().manual_seed(8)
+    heads, kv_heads, d = 4, 2, 8
+    q = torch.randn(queries.num_tokens, heads * d, generator=g, requires_grad=True)
+    k, v = (torch.randn(keys.num_tokens, kv_heads * d, generator=g, requires_grad=True) for _ in range(2))
+    bias = torch.randn(1, heads, 12, 10, generator=g)
+    upstream = torch.randn(queries.num_tokens, heads * d, generator=g)
+    key_layout = queries if causal else keys  # causal: self-attention of the queries' sequences
+    if causal:
+        k, v = (torch.randn(queries.num_tokens, kv_heads * d, generator=g, requires_grad=True) for _ in range(2))
+        bias = torch.randn(1, heads, 12, 12, generator=g)
+    outs = []
+    for each in (True, False):
+        monkeypatch.setattr(JaggedLayout, "_attends_each_sequence", lambda *a, each=each: each)
+        out = queries.attend(q, k, v, num_heads=heads, num_kv_heads=kv_heads, causal=causal, dropout_p=0.1,
+                             keys=key_layout, bias=bias)
+        outs.append((out.detach(), *torch.autograd.grad(out, (q, k, v), upstream)))
+    for a, b, what in zip(outs[0], outs[1], ("output", "q gradient", "k gradient", "v gradient")):
+        assert_close(a, b, what)

@@ -316,6 +316,8 @@ class JaggedLayout:
         keys). The nested kernel takes neither a score bias nor grouped heads: those use the grid."""
         keys = keys or self
         kv_heads = num_kv_heads or num_heads
+        if self._attends_each_sequence(q, keys, dropout_p):
+            return self._attend_each(q, k, v, keys, num_heads, kv_heads, causal, dropout_p, scale, bias)
         if self.kernel == "nested" and bias is None and kv_heads == num_heads:
             out = attention(self._nested(q, num_heads), keys._nested(k, num_heads), keys._nested(v, num_heads),
                             None, causal=causal, dropout_p=dropout_p, scale=scale)
@@ -325,11 +327,42 @@ class JaggedLayout:
                         dropout_p=dropout_p, scale=scale, bias=bias)
         return self._from_grid(out)
 
+    # -- training attention with dropout on CPU, one sequence at a time ---------------------
+    def _attends_each_sequence(self, q: torch.Tensor, keys: "JaggedLayout", dropout_p: float) -> bool:
+        """Whether to loop over the sequences instead of filling the grid: only where attention
+        dropout runs on CPU (the fused kernels have no dropout, so every pass over the scores,
+        the random draw included, costs its full size) and the grid's (B, max_T, max_S) scores
+        are over 1.5x the sequences' own (sum T_i S_i), as for documents of very different lengths."""
+        if not cpu_attention.usable(q, dropout_p):
+            return False
+        queries, keys_per = self.offsets.diff(), keys.offsets.diff()
+        real = int((queries * keys_per).sum())
+        return self.batch_size * self.max_len * keys.max_len > 1.5 * real
+
+    def _attend_each(self, q, k, v, keys: "JaggedLayout", num_heads: int, kv_heads: int, causal: bool,
+                     dropout_p: float, scale, bias) -> torch.Tensor:
+        """``attend`` sequence by sequence: each sequence's (heads, T_i, S_i) scores only; T5's
+        bias is cut to each sequence's extent (relative positions start at 0 in every one)."""
+        q_lengths, k_lengths = self.offsets.diff().tolist(), keys.offsets.diff().tolist()
+        # split (not slicing): its backward is one concatenation, not a zero-filled copy per piece
+        rows = zip(q.split(q_lengths), k.split(k_lengths), v.split(k_lengths), q_lengths, k_lengths)
+        pieces = []
+        for b, (q_b, k_b, v_b, t, s) in enumerate(rows):
+            row_bias = None
+            if bias is not None:
+                row_bias = (bias[b:b + 1] if bias.shape[0] > 1 else bias)[..., :t, :s]
+            out = attention(q_b.unflatten(-1, (num_heads, -1)).transpose(0, 1)[None],
+                            k_b.unflatten(-1, (kv_heads, -1)).transpose(0, 1)[None],
+                            v_b.unflatten(-1, (kv_heads, -1)).transpose(0, 1)[None],
+                            None, causal=causal, dropout_p=dropout_p, scale=scale, bias=row_bias)
+            pieces.append(out[0].transpose(0, 1).flatten(1))  # (t, heads*d)
+        return torch.cat(pieces)
+
     def self_attend(self, qkv, *, num_heads: int, num_kv_heads: int | None = None, causal: bool,
                     dropout_p: float, scale=None, bias=None):
         """qkv: (N, (heads + 2 kv_heads) d) -> (N, heads*d). One scatter moves all three to the grid."""
         kv_heads = num_kv_heads or num_heads
-        if self.kernel == "nested":
+        if self.kernel == "nested" or self._attends_each_sequence(qkv, self, dropout_p):
             q, k, v = _split_qkv(qkv, num_heads, kv_heads)
             return self.attend(q, k, v, num_heads=num_heads, num_kv_heads=kv_heads, causal=causal,
                                dropout_p=dropout_p, scale=scale, bias=bias)
