@@ -87,6 +87,7 @@ class Seq2SeqStep:
         self.start = decoder_start_token_id
         self.cache = model.backbone.new_cache()
         self.memory = None
+        self.row_sources = torch.arange(len(sources), device=device)  # the source each row decodes
 
     def _logits(self, decoder_ids: torch.Tensor) -> torch.Tensor:
         out = self.model.backbone.decode(decoder_ids, self.memory, cache=self.cache)
@@ -102,6 +103,13 @@ class Seq2SeqStep:
 
     def reorder(self, rows: torch.Tensor) -> None:
         rows = rows.to(self.source_ids.device)
+        sources = self.row_sources.index_select(0, rows)
+        if torch.equal(sources, self.row_sources):
+            # Beam search moves rows only among one source's beams: the encoder output and the
+            # cross-attention keys and values of every row stay what they were.
+            self.cache.reorder(rows, cross_attention=False)
+            return
+        self.row_sources = sources
         self.cache.reorder(rows)
         layout = self.memory.layout
         mask = None if layout.attention_mask is None else layout.attention_mask.index_select(0, rows)

@@ -76,6 +76,8 @@ class KVCache:
         cross = None if self.cross_attention is None else self.cross_attention[index]
         return self.self_attention[index], cross
 
-    def reorder(self, batch_index: torch.Tensor) -> None:
-        for cache in self.self_attention + (self.cross_attention or []):
+    def reorder(self, batch_index: torch.Tensor, cross_attention: bool = True) -> None:
+        """Keep / repeat / permute the batch's rows; ``cross_attention=False`` leaves the
+        encoder's keys and values in place (when every row keeps the source it had)."""
+        for cache in self.self_attention + ((self.cross_attention or []) if cross_attention else []):
             cache.reorder(batch_index)
