@@ -86,7 +86,10 @@ class ModelConfig:
     eos_token_id: int | None = None  # BART </s>: the token "eos" pooling reads; GPT-2/LLaMA end of text
     bos_token_id: int | None = None  # GPT-2/LLaMA config.json bos_token_id (LLaMA <s>, Llama 3 128000)
     decoder_start_token_id: int | None = None  # encoder-decoders: the decoder's first input (BART </s> 2, T5 pad 0)
-    initializer_range: float = 0.02  # BERT truncated-normal-like init std
+    initializer_range: float = 0.02  # BERT truncated-normal-like init std; with "fan_in", T5's initializer factor
+    # "normal": N(0, initializer_range) for every weight (BERT, GPT, BART); "fan_in": Mesh TensorFlow's,
+    # as T5 uses it (lmforge.models.build.init_fan_in)
+    initializer: str = "normal"
     labels: tuple[str, ...] = field(default=())  # fine-tuned heads: label names by id
 
     def __post_init__(self) -> None:

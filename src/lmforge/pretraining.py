@@ -212,21 +212,13 @@ def _prepare_data(recipe: PretrainRecipe, out: Path, is_main: bool) -> Path:
     return prepared
 
 
-def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Train per ``recipe`` into ``out``: metrics.jsonl, checkpoints/, model/, model-hf/,
-    curves.png, summary.json. Under torchrun every rank calls this."""
-    from lmforge.api import build, load_model, save
-    from lmforge.families import get_preset
-    from lmforge.objectives.dataset import PretrainingDataset
+def open_run(recipe: PretrainRecipe, out: str | Path, resume: bool):
+    """What every pretraining run starts with, whatever the model: refuse to overwrite a run,
+    set up the processes, record the recipe, prepare (or reuse) the data. -> (out, distributed
+    context, prepared data directory, its tokenizer)."""
     from lmforge.tokenization import Tokenizer
     from lmforge.training import distributed
-    from lmforge.training.report import plot_curves, summarize
 
-    validate_recipe(recipe)  # also when called from Python, not only from the CLI
-    if recipe.objective.kind == "bilm":  # ELMo lives outside the transformer core
-        from lmforge.lstm.elmo_training import run_bilm_pretraining
-
-        return run_bilm_pretraining(recipe, out, resume)
     out = Path(out)
     if not resume and (out / "checkpoints").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -237,7 +229,24 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
     data_dir = _prepare_data(recipe, out, ctx.is_main) if ctx.is_main else out / "data"
     ctx.barrier()
     data_dir = Path(recipe.data.prepared) if recipe.data.prepared else data_dir
-    tokenizer = Tokenizer.from_dir(data_dir / "tokenizer")
+    return out, ctx, data_dir, Tokenizer.from_dir(data_dir / "tokenizer")
+
+
+def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train per ``recipe`` into ``out``: metrics.jsonl, checkpoints/, model/, model-hf/,
+    curves.png, summary.json. Under torchrun every rank calls this."""
+    from lmforge.api import build, load_model, save
+    from lmforge.families import get_preset
+    from lmforge.objectives.dataset import PretrainingDataset
+    from lmforge.training import distributed
+    from lmforge.training.report import plot_curves, summarize
+
+    validate_recipe(recipe)  # also when called from Python, not only from the CLI
+    if recipe.objective.kind == "bilm":  # ELMo lives outside the transformer core
+        from lmforge.lstm.elmo_training import run_bilm_pretraining
+
+        return run_bilm_pretraining(recipe, out, resume)
+    out, ctx, data_dir, tokenizer = open_run(recipe, out, resume)
     obj = recipe.objective
     dataset_args = dict(max_seq_length=obj.max_seq_length, objective=obj.kind, masking=obj.masking,
                         dupe_factor=obj.dupe_factor, mlm_probability=obj.mlm_probability,

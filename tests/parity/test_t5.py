@@ -24,6 +24,7 @@ from parity_helpers import (
 from seq2seq_helpers import check_cached_decoding, check_seq2seq_layouts
 
 import lmforge
+from lmforge.families import get_preset
 from lmforge.families.t5 import WEIGHTS, config_from_hf
 
 LENGTHS = (13, 9, 1, 11)
@@ -185,3 +186,21 @@ def test_t5_encoder_model_imports_matches_and_exports_bit_identically(version, t
         assert torch.equal(tensor, reference.state_dict()[name]), name
     again = lmforge.load_model(tmp_path / "ours")
     assert again.config == ours.config
+
+
+def test_fan_in_initialisation_is_t5s():
+    """T5's presets start from transformers' T5 initialisation: each matrix N(0, 1/sqrt(fan_in))
+    (the query also 1/sqrt(head_dim): T5 leaves scores unscaled), token table and output
+    layer N(0, 1), the relative position table N(0, 1/sqrt(d_model)); std within 5%."""
+    config = get_preset("t5-small").replace(vocab_size=4000, num_layers=1, num_decoder_layers=1)
+    model = lmforge.build(config, task="seq2seq_lm", seed=0)
+    d, kv, ff = config.hidden_size, config.head_dim, config.intermediate_size
+    attention = model.backbone.encoder.layers[0].attention.sublayer
+    queries = attention.qkv.weight[: attention.query_width]
+    keys = attention.qkv.weight[attention.query_width:]
+    expected = {"q": (queries, (d * kv) ** -0.5), "k/v": (keys, d ** -0.5),
+                "o": (attention.output.weight, (config.num_heads * kv) ** -0.5),
+                "wo": (model.backbone.encoder.layers[0].feed_forward.sublayer.down.weight, ff ** -0.5),
+                "shared": (model.backbone.shared.weight, 1.0)}
+    for what, (weight, std) in expected.items():
+        assert abs(float(weight.detach().std()) / std - 1) < 0.05, what

@@ -45,7 +45,7 @@ def t5_config(num_layers: int, hidden_size: int, num_heads: int, intermediate_si
         "norm_type": "rmsnorm", "norm_eps": 1e-6, "embedding_norm": False, "final_norm": True, "bias": False,
         "scale_attention_scores": False, "pooler": False, "pooling": "eos", "hidden_dropout": 0.1,
         "attention_dropout": 0.1, "classifier_dropout": 0.0, "pad_token_id": 0, "embedding_pad_row": False,
-        "eos_token_id": 1, "decoder_start_token_id": 0, "initializer_range": 1.0, **version, **kw})
+        "eos_token_id": 1, "decoder_start_token_id": 0, "initializer_range": 1.0, "initializer": "fan_in", **version, **kw})
 
 
 PRESETS = {
@@ -101,7 +101,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
         hidden_dropout=dropout,
         attention_dropout=dropout,
         classifier_dropout=hf.get("classifier_dropout", 0.0),
-        initializer_range=hf.get("initializer_factor", 1.0),
+        initializer_range=hf.get("initializer_factor", 1.0), initializer="fan_in",
         tie_word_embeddings=tied,
         scale_output_by_inverse_sqrt_width=tied,
         pad_token_id=hf.get("pad_token_id", 0),

@@ -13,11 +13,9 @@ asked for the next sentence's ``<S>`` after ``</S>``, nor the backward LM for th
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -154,25 +152,14 @@ def build_pretraining_model(recipe, tokenizer) -> ElmoBiLM:
 def run_bilm_pretraining(recipe, out: str | Path, resume: bool = False) -> dict[str, Any]:
     """``lmforge.pretraining.run_pretraining`` for ``objective.kind: bilm``: writes metrics.jsonl,
     checkpoints/, model/ (an LSTM checkpoint, ``lmforge.lstm.checkpoint``), curves.png, summary.json."""
-    from lmforge.pretraining import _prepare_data
-    from lmforge.tokenization import Tokenizer
+    from lmforge.pretraining import open_run
     from lmforge.training import distributed
     from lmforge.training.loop import Trainer
     from lmforge.training.report import plot_curves, summarize
 
-    out = Path(out)
     if not recipe.model.init_from:
         get_elmo_preset(recipe.model.preset)  # a wrong name fails before any data preparation
-    if not resume and (out / "checkpoints").exists():
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    ctx = distributed.setup(recipe.train.device)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
-    data_dir = _prepare_data(recipe, out, ctx.is_main) if ctx.is_main else out / "data"
-    ctx.barrier()
-    data_dir = Path(recipe.data.prepared) if recipe.data.prepared else data_dir
-    tokenizer = Tokenizer.from_dir(data_dir / "tokenizer")
+    out, ctx, data_dir, tokenizer = open_run(recipe, out, resume)
     bos, eos = boundary_ids(tokenizer)
     args = dict(block_length=recipe.objective.max_seq_length, bos_id=bos, eos_id=eos)
     train_data, eval_data = BiLMDataset(data_dir, "train", **args), BiLMDataset(data_dir, "heldout", **args)

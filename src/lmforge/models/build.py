@@ -19,7 +19,8 @@ from lmforge.errors import UserError
 from lmforge.models.backbones import BackboneOutput, EncoderDecoderOutput, build_backbone
 from lmforge.models.heads import DenseTanhClassifier, LinearClassifier, LMHead, MaskedLMHead, PairHead
 from lmforge.models.kv_cache import KVCache
-from lmforge.models.layers import Linear, init_weights
+from lmforge.models.layers import Attention, Linear, init_weights
+from lmforge.models.positions import RelativePositionBias
 
 
 class TaskModel(nn.Module):
@@ -272,13 +273,37 @@ def task_model_class(task: str) -> type[TaskModel]:
     return TASK_MODELS[task]
 
 
+def init_fan_in(model: nn.Module, factor: float) -> None:
+    """Mesh TensorFlow's initialisation, as T5 trains from it (transformers'
+    ``T5PreTrainedModel._init_weights``): each linear N(0, factor / sqrt(fan_in)); token
+    embeddings and an untied output projection N(0, factor); the relative position table
+    N(0, factor / sqrt(hidden)); norms at 1. With unscaled attention scores the query
+    projection also carries the 1 / sqrt(head_dim) a scaled model applies to the scores
+    (T5's q: N(0, factor / sqrt(hidden * head_dim)))."""
+    model.apply(lambda module: init_weights(module, factor))  # embeddings, norms, biases
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=factor * module.in_features ** -0.5)
+        for module in model.modules():
+            if isinstance(module, Attention) and module.scale == 1.0:
+                module.qkv.weight[: module.query_width] *= module.head_dim ** -0.5
+            elif isinstance(module, RelativePositionBias):
+                nn.init.normal_(module.table.weight, std=factor * model.config.hidden_size ** -0.5)
+            elif isinstance(module, LMHead):  # tied or not, the output projection is the token table's scale
+                nn.init.normal_(module.decoder.weight, std=factor)
+
+
 def build_model(config: ModelConfig, task: str = "pretraining", seed: int | None = None) -> TaskModel:
     """A randomly initialised model for ``task`` (BERT's init: N(0, initializer_range))."""
     model_class = task_model_class(task)
     if seed is not None:
         torch.manual_seed(seed)
     model = model_class(config, build_backbone(config, with_pooler=model_class.needs_pooler(config)))
-    model.apply(lambda module: init_weights(module, config.initializer_range))
+    if config.initializer == "fan_in":
+        init_fan_in(model, config.initializer_range)
+    else:
+        model.apply(lambda module: init_weights(module, config.initializer_range))
     for module in model.modules():
         # A tied output projection was initialised after its embedding: restore the zero padding row.
         if isinstance(module, nn.Embedding) and module.padding_idx is not None:

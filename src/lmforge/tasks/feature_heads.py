@@ -23,24 +23,14 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from lmforge.lstm.scalar_mix import ScalarMix
+
 HEAD_DROPOUT = 0.1
 
 
-class ScalarMix(nn.Module):
-    """ELMo's task-specific mix of ``num_layers`` representation layers (stacked on dim 1).
-
-    The formula and parameter names of ``lmforge.lstm.scalar_mix.ScalarMix`` (written in
-    parallel, on a list of layers), here on layers stacked in one tensor; one can replace the
-    other without changing a saved head."""
-
-    def __init__(self, num_layers: int) -> None:
-        super().__init__()
-        self.scalar_parameters = nn.Parameter(torch.zeros(num_layers))
-        self.gamma = nn.Parameter(torch.ones(()))
-
-    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (stacked.dim() - 2)
-        return self.gamma * (stacked * self.scalar_parameters.softmax(0).view(shape)).sum(1)
+def mixed(mix: ScalarMix | None, vectors: torch.Tensor) -> torch.Tensor:
+    """(B, layers, [T,] D) -> (B, [T,] D) through the scalar mix; unchanged without one."""
+    return vectors if mix is None else mix(list(vectors.unbind(1)))
 
 
 class BiLstmTagger(nn.Module):
@@ -56,7 +46,7 @@ class BiLstmTagger(nn.Module):
         self.classifier = nn.Linear(2 * hidden, num_labels)
 
     def forward(self, vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.mix(vectors) if self.mix is not None else vectors
+        x = mixed(self.mix, vectors)
         lengths = mask.sum(1).clamp(min=1).cpu()
         packed = pack_padded_sequence(self.dropout(x), lengths, batch_first=True, enforce_sorted=False)
         states, _ = self.lstm(packed)
@@ -74,7 +64,7 @@ class LinearHead(nn.Module):
         self.classifier = nn.Linear(width, num_labels)
 
     def forward(self, vectors: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.mix(vectors) if self.mix is not None else vectors
+        x = mixed(self.mix, vectors)
         return self.classifier(self.dropout(x))
 
 
