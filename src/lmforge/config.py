@@ -89,7 +89,7 @@ class ModelConfig:
     initializer_range: float = 0.02  # BERT truncated-normal-like init std; with "fan_in", T5's initializer factor
     # "normal": N(0, initializer_range) for every weight (BERT, GPT, BART); "fan_in": Mesh TensorFlow's,
     # as T5 uses it (lmforge.models.build.init_fan_in)
-    initializer: str = "normal"
+    initializer: Literal["normal", "fan_in"] = "normal"
     labels: tuple[str, ...] = field(default=())  # fine-tuned heads: label names by id
 
     def __post_init__(self) -> None:
