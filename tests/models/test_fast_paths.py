@@ -320,6 +320,8 @@ def test_training_attention_per_sequence_equals_the_grid(causal, monkeypatch):
     for row, (t, s) in enumerate([(12, 10), (2, 3), (4, 1)]):
         q_mask[row, :t], k_mask[row, :s] = 1, 1
     queries, keys = JaggedLayout.from_mask(q_mask, kernel="grid"), JaggedLayout.from_mask(k_mask, kernel="grid")
+    assert not queries._attends_each_sequence(torch.zeros(1), keys, dropout_p=0.1)  # short: the grid
+    monkeypatch.setattr(layout, "MIN_MEAN_LENGTH_PER_SEQUENCE", 1)
     assert queries._attends_each_sequence(torch.zeros(1), keys, dropout_p=0.1)
     assert not queries._attends_each_sequence(torch.zeros(1), keys, dropout_p=0.0)
     monkeypatch.setattr(torch, "rand_like", lambda x: torch.ones_like(x))  # keep every score

@@ -39,6 +39,7 @@ from torch.autograd.function import once_differentiable
 from lmforge.ops import cpu_attention
 
 AttentionKernel = Literal["grid", "nested"]
+MIN_MEAN_LENGTH_PER_SEQUENCE = 64  # shorter sequences attend on the grid even with dropout
 
 
 def attention(q, k, v, key_mask: torch.Tensor | None, *, causal: bool, dropout_p: float, scale: float | None = None,
@@ -332,8 +333,10 @@ class JaggedLayout:
         """Whether to loop over the sequences instead of filling the grid: only where attention
         dropout runs on CPU (the fused kernels have no dropout, so every pass over the scores,
         the random draw included, costs its full size) and the grid's (B, max_T, max_S) scores
-        are over 1.5x the sequences' own (sum T_i S_i), as for documents of very different lengths."""
-        if not cpu_attention.usable(q, dropout_p):
+        are over 1.5x the sequences' own (sum T_i S_i), as for documents of very different lengths,
+        and sequences are long enough (64 tokens on average) for the loop's per-call overhead not
+        to matter (short sentences: the grid is faster, measured in benchmarks/RESULTS.md)."""
+        if not cpu_attention.usable(q, dropout_p) or self.num_tokens < MIN_MEAN_LENGTH_PER_SEQUENCE * self.batch_size:
             return False
         queries, keys_per = self.offsets.diff(), keys.offsets.diff()
         real = int((queries * keys_per).sum())
