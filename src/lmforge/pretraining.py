@@ -155,7 +155,11 @@ def validate_recipe(recipe: "PretrainRecipe") -> None:
         noise_preset(o.noise_preset, **o.noise)
     if o.kind == "span_corruption" and not (0 < o.noise_density < 1 and o.mean_noise_span_length >= 1):
         raise UserError("objective.noise_density must be in (0, 1) and objective.mean_noise_span_length >= 1")
-    if not recipe.model.init_from and o.kind != "bilm":  # ELMo presets: lmforge.lstm.elmo
+    if o.kind == "bilm" and not recipe.model.init_from:  # ELMo's presets (a wrong name fails before any data work)
+        from lmforge.lstm.elmo_config import get_elmo_preset
+
+        get_elmo_preset(recipe.model.preset)
+    if not recipe.model.init_from and o.kind != "bilm":
         from lmforge.families import get_preset
 
         try:
@@ -242,11 +246,11 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
     from lmforge.training.report import plot_curves, summarize
 
     validate_recipe(recipe)  # also when called from Python, not only from the CLI
+    out, ctx, data_dir, tokenizer = open_run(recipe, out, resume)
     if recipe.objective.kind == "bilm":  # ELMo lives outside the transformer core
         from lmforge.lstm.elmo_training import run_bilm_pretraining
 
-        return run_bilm_pretraining(recipe, out, resume)
-    out, ctx, data_dir, tokenizer = open_run(recipe, out, resume)
+        return run_bilm_pretraining(recipe, out, ctx, data_dir, tokenizer, resume)
     obj = recipe.objective
     dataset_args = dict(max_seq_length=obj.max_seq_length, objective=obj.kind, masking=obj.masking,
                         dupe_factor=obj.dupe_factor, mlm_probability=obj.mlm_probability,

@@ -149,17 +149,14 @@ def build_pretraining_model(recipe, tokenizer) -> ElmoBiLM:
     return model
 
 
-def run_bilm_pretraining(recipe, out: str | Path, resume: bool = False) -> dict[str, Any]:
-    """``lmforge.pretraining.run_pretraining`` for ``objective.kind: bilm``: writes metrics.jsonl,
+def run_bilm_pretraining(recipe, out: Path, ctx, data_dir: Path, tokenizer, resume: bool = False) -> dict[str, Any]:
+    """``lmforge.pretraining.run_pretraining`` for ``objective.kind: bilm``, on the run it opened
+    (``open_run``: output directory, processes, prepared data, tokenizer): writes metrics.jsonl,
     checkpoints/, model/ (an LSTM checkpoint, ``lmforge.lstm.checkpoint``), curves.png, summary.json."""
-    from lmforge.pretraining import open_run
     from lmforge.training import distributed
     from lmforge.training.loop import Trainer
     from lmforge.training.report import plot_curves, summarize
 
-    if not recipe.model.init_from:
-        get_elmo_preset(recipe.model.preset)  # a wrong name fails before any data preparation
-    out, ctx, data_dir, tokenizer = open_run(recipe, out, resume)
     bos, eos = boundary_ids(tokenizer)
     args = dict(block_length=recipe.objective.max_seq_length, bos_id=bos, eos_id=eos)
     train_data, eval_data = BiLMDataset(data_dir, "train", **args), BiLMDataset(data_dir, "heldout", **args)
