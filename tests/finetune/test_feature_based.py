@@ -21,9 +21,14 @@ from lmforge.cli import main
 from lmforge.errors import UserError
 from lmforge.finetune import FinetuneConfig, evaluate_model, predict_file, run_finetune
 from lmforge.finetune.feature_based import FEATURE_LR, load_head, run_feature_based
+from lmforge.lstm.scalar_mix import ScalarMix
 from lmforge.tasks.classification import read_classification
-from lmforge.tasks.feature_based import FEATURE_STRATEGIES, FeatureNerTask, feature_width
-from lmforge.tasks.feature_heads import BiLstmTagger, LinearHead, ScalarMix
+from lmforge.tasks.feature_based import (
+    FEATURE_STRATEGIES,
+    FeatureNerTask,
+    feature_width,
+)
+from lmforge.tasks.feature_heads import BiLstmTagger, LinearHead, mixed
 from lmforge.tasks.feature_sources import (
     ALL_LAYERS,
     EncoderSource,
@@ -155,10 +160,10 @@ def test_scalar_mix_is_gamma_times_the_softmax_weighted_sum():
     layers = torch.randn(2, 3, 5, 4)  # (B, layers, T, D)
     s = torch.softmax(torch.tensor([0.5, -1.0, 2.0]), 0)
     expected = 1.5 * (s[0] * layers[:, 0] + s[1] * layers[:, 1] + s[2] * layers[:, 2])
-    torch.testing.assert_close(mix(layers), expected)
+    torch.testing.assert_close(mixed(mix, layers), expected)
     fresh = ScalarMix(3)  # starts as the equal-weight mean
-    torch.testing.assert_close(fresh(layers), layers.mean(1))
-    fresh(layers).sum().backward()
+    torch.testing.assert_close(mixed(fresh, layers), layers.mean(1))
+    mixed(fresh, layers).sum().backward()
     assert fresh.gamma.grad is not None and fresh.scalar_parameters.grad is not None
 
 

@@ -163,9 +163,11 @@ def load_feature_source(model_dir: str | Path, max_length: int, device: torch.de
         if tokenizer is None and model.config.token_encoder != "char_cnn":
             raise UserError(f"{model_dir} has no tokenizer files, which its word embeddings need")
         return ElmoSource(model, tokenizer, identity, device)
-    from lmforge.finetune.inference import load_checkpoint_and_tokenizer
+    from lmforge.api import load
 
-    model, tokenizer = load_checkpoint_and_tokenizer(str(model_dir))
+    model, tokenizer = load(str(model_dir))
+    if tokenizer is None:
+        raise UserError(f"{model_dir} has no tokenizer files (tokenizer.json or vocab.txt)")
     return EncoderSource(model.float(), tokenizer, identity=identity, max_length=max_length, device=device)
 
 
