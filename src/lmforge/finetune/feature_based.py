@@ -162,7 +162,7 @@ def load_feature_model(directory: str | Path, task_name: str | None, options, de
 def evaluate_feature_model(directory, task_name, data, options, batch_size: int, device: str,
                            limit: int = 0) -> tuple[Any, list, dict[str, float], Any]:
     """(task, examples, metrics, predictions) of a feature-based head on a labelled file."""
-    from lmforge.finetune.inference import check_known_labels
+    from lmforge.finetune.common import check_known_labels
 
     task, head, source, strategy, device_ = load_feature_model(directory, task_name, options, device)
     examples = task.read(data)[: limit or None]
@@ -196,7 +196,7 @@ class HeadEvaluator:
     the head of the best epoch."""
 
     def __init__(self, task, model, examples, features, cfg, steps_per_epoch: int, device, head_config: dict):
-        from lmforge.finetune.run import EarlyStopping
+        from lmforge.finetune.common import EarlyStopping
 
         self.task, self.model, self.examples, self.features = task, model, examples, features
         self.cfg, self.steps_per_epoch, self.device, self.head_config = cfg, steps_per_epoch, device, head_config
@@ -208,7 +208,8 @@ class HeadEvaluator:
         self.epochs_run = 0
 
     def __call__(self) -> dict[str, float]:
-        from lmforge.finetune.run import _describe, _say
+        from lmforge.finetune.common import describe as _describe
+        from lmforge.finetune.common import say as _say
 
         step = self.current_step()
         if step == 0:
@@ -233,7 +234,9 @@ def run_feature_based(cfg, source: WordSource | None = None, cache: FeatureCache
     """Train a head on frozen features per ``cfg`` (``FinetuneConfig`` with ``features``).
     ``source`` (default: loaded from ``cfg.model``) and ``cache`` may be shared between runs
     on the same data, so a sweep over strategies runs the backbone once."""
-    from lmforge.finetune.run import _describe, _say, choose_labels, lr_schedule
+    from lmforge.finetune.common import choose_labels, lr_schedule
+    from lmforge.finetune.common import describe as _describe
+    from lmforge.finetune.common import say as _say
     from lmforge.training import distributed
     from lmforge.training.loop import TrainConfig, Trainer
     from lmforge.training.report import plot_curves

@@ -21,6 +21,7 @@ from torch import nn
 
 from lmforge.errors import UserError
 from lmforge.files import write_text_atomic
+from lmforge.finetune.common import check_known_labels
 from lmforge.progress import progress
 from lmforge.tasks import LabelMap, Task, TaskOptions, make_task, task_for_model
 from lmforge.tasks.base import Rows
@@ -32,7 +33,10 @@ def load_checkpoint_and_tokenizer(path: str):
     tokenizer = lmforge.load_tokenizer(path)
     if tokenizer is None:
         raise UserError(f"{path} has no tokenizer files (tokenizer.json or vocab.txt)")
-    from lmforge.tasks.source_encoder import has_source_encoder, load_with_source_encoder
+    from lmforge.tasks.source_encoder import (
+        has_source_encoder,
+        load_with_source_encoder,
+    )
 
     if has_source_encoder(path):  # BART's MT: a new source encoder before BART's encoder
         return load_with_source_encoder(path), tokenizer
@@ -103,19 +107,6 @@ def load_task_model(model_dir: str | Path, task_name: str | None, options: TaskO
     check_length(task, model)
     device_ = setup(device).device
     return task, model.float().to(device_).eval(), tokenizer, device_
-
-
-def check_known_labels(task: Task, examples: list, data: str | Path) -> None:
-    """A gold label the model was never trained on cannot be scored: one line naming it, the
-    file and how many examples carry it, rather than a KeyError deep in encoding."""
-    if task.labels is None:
-        return
-    unknown = task.labels_outside(examples, set(task.labels.labels))
-    if unknown:
-        label, count = unknown[0]
-        more = f" (and {len(unknown) - 1} other unknown label(s))" if len(unknown) > 1 else ""
-        raise UserError(f"{data}: label {label!r} ({count} example(s)) is not one the model was trained on"
-                        f"{more}; its labels: {', '.join(task.labels.labels)}")
 
 
 def evaluate_model(model_dir: str | Path, task_name: str | None, data: str | Path, out: str | Path | None = None,

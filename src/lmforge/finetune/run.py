@@ -25,9 +25,15 @@ import torch
 from torch import nn
 
 from lmforge.errors import UserError
-from lmforge.finetune.inference import check_length, evaluate_features, load_checkpoint_and_tokenizer
+from lmforge.finetune.common import EarlyStopping, choose_labels, lr_schedule
+from lmforge.finetune.common import describe as _describe
+from lmforge.finetune.common import say as _say
+from lmforge.finetune.inference import (
+    check_length,
+    evaluate_features,
+    load_checkpoint_and_tokenizer,
+)
 from lmforge.tasks import LabelMap, Task, TaskOptions, make_task
-from lmforge.training.schedules import Schedule, slanted_triangular, warmup_then_decay
 
 
 @dataclass
@@ -162,30 +168,6 @@ def initial_model(source: nn.Module, task: Task, labels: LabelMap | None, seed: 
     return model.float()
 
 
-def choose_labels(task: Task, source: nn.Module, train_examples, eval_examples, train_name: str = "the training data",
-                  eval_name: str = "the evaluation data") -> LabelMap | None:
-    """The label map: the checkpoint's when it already tags this task with every label the
-    data uses (training continues with its head), else the sorted labels of the training data.
-
-    An evaluation label that neither the training data nor that head knows would become a
-    class the model never sees a word of: a UserError naming it and how often it occurs."""
-    if not task.has_labels:
-        return None
-    trained = set(task.label_names(train_examples))
-    known = trained | (set(source.config.labels) if source.task == task.model_task else set())
-    unseen = task.labels_outside(eval_examples, known)
-    if unseen:
-        label, count = unseen[0]
-        names = sorted(name for name, _ in unseen)
-        others = f" (and {len(unseen) - 1} more label(s): {', '.join(names[:5])})" if len(unseen) > 1 else ""
-        raise UserError(f"label {label!r} occurs in {count} example(s) of {eval_name} but never in {train_name}"
-                        f"{others}: the model cannot learn it; fix the label or add training examples")
-    seen = trained | set(task.label_names(eval_examples))
-    if source.task == task.model_task and source.config.labels and seen <= set(source.config.labels):
-        return LabelMap(list(source.config.labels))
-    return LabelMap.from_labels(seen)
-
-
 # ---------------------------------------------------------------------------------------
 # The toolbox wiring
 
@@ -205,40 +187,8 @@ def optimizer_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict]:
                                        weight_decay=cfg.weight_decay)
 
 
-def lr_schedule(cfg: FinetuneConfig, total_steps: int) -> Schedule:
-    """Multiplier of each group's lr after t optimizer steps (``lmforge.training.schedules``):
-    warm-up over ``warmup_fraction`` of the steps, then linear decay or a constant rate; or
-    ULMFiT's slanted triangle with ``warmup_fraction`` as its cut_frac."""
-    if cfg.schedule == "slanted_triangular":
-        return slanted_triangular(total_steps, cut_frac=cfg.warmup_fraction, ratio=32)
-    warmup = min(int(cfg.warmup_fraction * total_steps), total_steps - 1)
-    return warmup_then_decay(total_steps, warmup, cfg.schedule)
-
-
 # ---------------------------------------------------------------------------------------
 # Per-epoch evaluation, early stopping, the best model
-
-
-class EarlyStopping:
-    """Tracks the best value of a metric (higher is better) and epochs without improvement."""
-
-    def __init__(self, patience: int) -> None:
-        self.patience = patience
-        self.best: float | None = None
-        self.best_epoch = 0
-        self.bad_epochs = 0
-
-    def update(self, value: float, epoch: int) -> bool:
-        """True when ``value`` is a new best (strictly: on a tie the earlier epoch stays)."""
-        if self.best is None or value > self.best:
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience > 0 and self.bad_epochs >= self.patience
 
 
 class EpochEvaluator:
@@ -304,16 +254,6 @@ def _source_tokenizer(directory: str):
     if tokenizer is None:
         raise UserError(f"--source-tokenizer {directory} holds no tokenizer files (tokenizer.json or vocab.txt)")
     return tokenizer
-
-
-def _describe(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-
-
-def _say(line: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(line)
 
 
 # ---------------------------------------------------------------------------------------
