@@ -63,7 +63,7 @@ def stage1_token_budget(config, vocab_size: int, minutes: float, device) -> tupl
     training steps of a throwaway model of the same size."""
     from lmforge.lstm.awd_lstm import AWDLSTMLanguageModel, detach_state
     from lmforge.lstm.awd_lstm_config import preset
-    from lmforge.lstm.ulmfit import optimizer_for
+    from lmforge.finetune.ulmfit import optimizer_for
 
     model = AWDLSTMLanguageModel(preset(config.preset, vocab_size=vocab_size)).to(device).train()
     optimizer = optimizer_for(model, config.lm_lr, 1.0, config.weight_decay)
@@ -103,7 +103,7 @@ def main() -> int:
     args = parser.parse_args()
     offline()
     torch.set_num_threads(args.threads)
-    from lmforge.lstm.ulmfit import (UlmfitConfig, read_labelled, resolve_device, save_stage,
+    from lmforge.finetune.ulmfit import (UlmfitConfig, read_labelled, resolve_device, save_stage,
                                      stage1_pretrain, stage2_finetune, stage3_classifier)
     from lmforge.tasks import LabelMap
 

@@ -13,7 +13,7 @@ from lmforge.cli import main
 from lmforge.lstm.awd_lstm import AWDLSTMClassifier, AWDLSTMLanguageModel
 from lmforge.lstm.awd_lstm_config import preset
 from lmforge.lstm.checkpoint import load_lstm
-from lmforge.lstm.ulmfit import (STAGE_DIRS, batchify, classifier_from_language_model, optimizer_for, read_corpus,
+from lmforge.finetune.ulmfit import (STAGE_DIRS, batchify, classifier_from_language_model, optimizer_for, read_corpus,
                                  split_held_out, token_stream, train_classifier, train_language_model,
                                  train_tokenizer, windows)
 

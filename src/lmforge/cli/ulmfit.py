@@ -1,4 +1,4 @@
-"""`lmforge ulmfit`: ULMFiT's three stages on an AWD-LSTM (``lmforge.lstm.ulmfit``).
+"""`lmforge ulmfit`: ULMFiT's three stages on an AWD-LSTM (``lmforge.finetune.ulmfit``).
 
 Settings come from flags, or from a flat YAML recipe (``--recipe``, the same keys with
 underscores) that flags override, validated against ``UlmfitConfig``.
@@ -62,7 +62,7 @@ def register(subparsers) -> None:
 
 
 def run_ulmfit_command(args: argparse.Namespace) -> int:
-    from lmforge.lstm.ulmfit import UlmfitConfig, run_ulmfit
+    from lmforge.finetune.ulmfit import UlmfitConfig, run_ulmfit
     from lmforge.recipes import build_dataclass, read_yaml
 
     settings = read_yaml(args.recipe) if args.recipe else {}
