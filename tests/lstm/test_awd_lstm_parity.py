@@ -2,10 +2,13 @@
 outputs in eval mode, within 1e-5. fastai keeps the recurrent state inside the module; ours is
 passed in and out, so the second window checks that carrying it gives the same thing."""
 
+import os
+
 import pytest
 import torch
 
-pytest.importorskip("fastai.text.models.core")
+if not os.environ.get("CI"):  # CI installs the oracle (make setup-test): there a missing one fails
+    pytest.importorskip("fastai.text.models.core")
 
 from fastai.text.models.awdlstm import AWD_LSTM
 from fastai.text.models.core import get_language_model, get_text_classifier
