@@ -202,6 +202,16 @@ def perplexity(model: AWDLSTMLanguageModel, stream: torch.Tensor, batch_size: in
     return math.exp(total / count)
 
 
+def _update(model: nn.Module, loss: torch.Tensor, optimizer, schedule, clip: float) -> None:
+    """One optimizer step of either stage: backward, optional norm clipping, step, schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    schedule.step()
+
+
 def train_language_model(model: AWDLSTMLanguageModel, train: torch.Tensor, held_out: torch.Tensor, *,
                          epochs: int, lr: float, decay: float, batch_size: int, bptt: int, weight_decay: float,
                          clip: float, name: str, log: Log = print) -> list[dict]:
@@ -223,12 +233,7 @@ def train_language_model(model: AWDLSTMLanguageModel, train: torch.Tensor, held_
                 output = model(inputs.to(device), state)
                 state = detach_state(output.encoded.state)
                 loss, cross_entropy = model.loss(output, targets.to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), clip)
-                optimizer.step()
-                schedule.step()
+                _update(model, loss, optimizer, schedule, clip)
                 total_loss += cross_entropy.item()
                 bar.update(targets.numel())
         seconds = time.perf_counter() - started
@@ -310,12 +315,7 @@ def train_classifier(model: AWDLSTMClassifier, train_rows: Sequence[list[int]], 
                 labels = torch.tensor([train_labels[i] for i in batch], device=device)
                 ids, lengths = ids.to(device), lengths.to(device)
                 loss = model.loss(model(ids, lengths), labels, lengths)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), clip)
-                optimizer.step()
-                schedule.step()
+                _update(model, loss, optimizer, schedule, clip)
                 total_loss += loss.item()
                 bar.update(len(batch))
         trainable = sum(any(p.requires_grad for p in group.parameters()) for group in model.layer_groups())
