@@ -75,8 +75,15 @@ class ObjectiveSection:
     # skip = leave it out (pure order prediction)
     sop_single_sentence: Literal["random_next", "skip"] = "random_next"
     whole_word: bool = False  # older spelling of masking_unit: whole_word
-    mlm_probability: float = 0.15
+    mlm_probability: float = 0.15  # training mask rate (BERT 0.15; Cramming 0.25, MosaicBERT 0.30)
+    # held-out masks are drawn at this rate whatever the training rate, so held-out figures
+    # of recipes with different mask rates compare
+    eval_mlm_probability: float = 0.15
     max_predictions: int = 20  # per sequence (BERT: 20 at 128 tokens, 80 at 512)
+    # MLM kinds: a sequence-length curriculum, short first: [[LENGTH, UNTIL], ...] trains on
+    # LENGTH-token sequences until progress UNTIL (a share of max_steps or of the time budget),
+    # then on max_seq_length, e.g. [[64, 0.5]]
+    seq_length_curriculum: list[list[float]] = field(default_factory=list)
     short_seq_prob: float = 0.1
     # denoising: a named noise (lmforge.objectives.denoising.NOISE_PRESETS) and fairseq-named
     # overrides of it, e.g. {mask: 0.3, poisson_lambda: 3.0, rotate: 0.5}
@@ -108,7 +115,7 @@ def validate_recipe(recipe: "PretrainRecipe") -> None:
     """Values the run would otherwise trip over late (or, worse, accept: max_steps -5 would
     save an untrained model), checked before any tokenizer training or data preparation."""
     t, o, d = recipe.train, recipe.objective, recipe.data
-    at_least = {"train.max_steps": (t.max_steps, 1), "train.batch_size": (t.batch_size, 1),
+    at_least = {"train.max_steps": (t.max_steps, 0), "train.batch_size": (t.batch_size, 1),
                 "train.log_every": (t.log_every, 1), "train.eval_batches": (t.eval_batches, 1),
                 "train.micro_batch_size": (t.micro_batch_size, 0), "train.warmup_steps": (t.warmup_steps, 0),
                 "train.eval_every": (t.eval_every, 0), "train.save_every": (t.save_every, 0),
@@ -121,12 +128,17 @@ def validate_recipe(recipe: "PretrainRecipe") -> None:
             raise UserError(f"{key} must be at least {low}, got {value}")
     if not t.lr > 0:
         raise UserError(f"train.lr must be positive, got {t.lr}")
+    from lmforge.training.loop import check_run_length
+
+    check_run_length(t)
     if not t.adam_eps > 0 or not (0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1):
         raise UserError("train.adam_eps must be positive and train.adam_beta1/2 in [0, 1)")
     if t.weight_decay < 0 or t.clip_norm < 0:
         raise UserError("train.weight_decay and train.clip_norm must be >= 0")
-    if not 0 < o.mlm_probability <= 1 or not 0 <= o.short_seq_prob <= 1:
-        raise UserError("objective.mlm_probability must be in (0, 1] and objective.short_seq_prob in [0, 1]")
+    if not 0 < o.mlm_probability <= 1 or not 0 < o.eval_mlm_probability <= 1 or not 0 <= o.short_seq_prob <= 1:
+        raise UserError("objective.mlm_probability and eval_mlm_probability must be in (0, 1] "
+                        "and objective.short_seq_prob in [0, 1]")
+    curriculum_stages(o)  # its errors, early
     if o.masking_unit == "ngram" and o.masking_scheme == "fairseq":
         raise UserError("objective.masking_unit ngram follows ALBERT's selection: use objective.masking_scheme bert")
     if o.kind == "clm" and o.document_attention and not t.unpad:
@@ -172,6 +184,62 @@ def validate_recipe(recipe: "PretrainRecipe") -> None:
         if o.max_seq_length > preset.max_positions:
             raise UserError(f"objective.max_seq_length {o.max_seq_length} exceeds the model's "
                             f"{preset.max_positions} positions")
+
+
+def curriculum_stages(objective: ObjectiveSection) -> list[tuple[int, float]]:
+    """The sequence-length curriculum as (length, until) pairs, checked: lengths rising and
+    below max_seq_length, untils rising in (0, 1)."""
+    stages = []
+    for item in objective.seq_length_curriculum:
+        if len(item) != 2 or int(item[0]) != item[0]:
+            raise UserError(f"objective.seq_length_curriculum: each stage is [LENGTH, UNTIL], got {item}")
+        stages.append((int(item[0]), float(item[1])))
+    if stages and objective.kind not in ("mlm+nsp", "mlm+sop", "mlm"):
+        raise UserError(f"objective.seq_length_curriculum applies to the masked-LM kinds, not {objective.kind}")
+    lengths, untils = [length for length, _ in stages], [until for _, until in stages]
+    if stages and not (8 <= lengths[0] and lengths == sorted(set(lengths)) and lengths[-1] < objective.max_seq_length
+                       and 0 < untils[0] and untils == sorted(set(untils)) and untils[-1] < 1):
+        raise UserError("objective.seq_length_curriculum: lengths must rise from at least 8 to below "
+                        f"max_seq_length {objective.max_seq_length}, and UNTIL rise within (0, 1)")
+    return stages
+
+
+def masked_lm_datasets(recipe: PretrainRecipe, data_dir: str | Path):
+    """The training and held-out sets of the masked-LM kinds: (train, heldout). Held-out
+    masks use ``objective.eval_mlm_probability``; with a sequence-length curriculum the
+    training set is a ``Curriculum`` of one set per length."""
+    from lmforge.objectives.dataset import PretrainingDataset
+    from lmforge.training.curriculum import Curriculum
+
+    obj = recipe.objective
+    args = dict(max_seq_length=obj.max_seq_length, objective=obj.kind, masking=obj.masking,
+                dupe_factor=obj.dupe_factor, mlm_probability=obj.mlm_probability,
+                max_predictions=obj.max_predictions, short_seq_prob=obj.short_seq_prob, seed=recipe.train.seed,
+                masking_unit=masking_unit(obj), max_ngram=obj.max_ngram, masking_scheme=obj.masking_scheme,
+                sop_single_sentence=obj.sop_single_sentence)
+    train = PretrainingDataset(data_dir, "train", **args)
+    stages = curriculum_stages(obj)
+    if stages:
+        # max_predictions scales with the length, so the mask rate stays the recipe's
+        shorter = [(until, PretrainingDataset(data_dir, "train", **{
+            **args, "max_seq_length": length,
+            "max_predictions": max(1, obj.max_predictions * length // obj.max_seq_length)}))
+            for length, until in stages]
+        train = Curriculum(shorter + [(1.0, train)])
+    heldout = PretrainingDataset(data_dir, "heldout", **{**args, "mlm_probability": obj.eval_mlm_probability})
+    return train, heldout
+
+
+def _mask_cap_note(objective: ObjectiveSection) -> str:
+    """A note when max_predictions keeps the mask rate below mlm_probability (BERT's scheme)."""
+    from lmforge.objectives.mlm import num_to_predict
+
+    wanted = num_to_predict(objective.max_seq_length, objective.mlm_probability, None)
+    if objective.masking_scheme != "bert" or wanted <= objective.max_predictions:
+        return ""
+    return (f"note: objective.max_predictions {objective.max_predictions} caps masking at "
+            f"{objective.max_predictions / objective.max_seq_length:.1%} of {objective.max_seq_length} tokens "
+            f"(mlm_probability {objective.mlm_probability} asks {wanted}); raise it to mask at that rate")
 
 
 def masking_unit(objective: ObjectiveSection) -> str:
@@ -241,7 +309,6 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
     curves.png, summary.json. Under torchrun every rank calls this."""
     from lmforge.api import build, load_model, save
     from lmforge.families import get_preset
-    from lmforge.objectives.dataset import PretrainingDataset
     from lmforge.training import distributed
     from lmforge.training.report import plot_curves, summarize
 
@@ -252,11 +319,6 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
 
         return run_bilm_pretraining(recipe, out, ctx, data_dir, tokenizer, resume)
     obj = recipe.objective
-    dataset_args = dict(max_seq_length=obj.max_seq_length, objective=obj.kind, masking=obj.masking,
-                        dupe_factor=obj.dupe_factor, mlm_probability=obj.mlm_probability,
-                        max_predictions=obj.max_predictions, short_seq_prob=obj.short_seq_prob, seed=recipe.train.seed,
-                        masking_unit=masking_unit(obj), max_ngram=obj.max_ngram, masking_scheme=obj.masking_scheme,
-                        sop_single_sentence=obj.sop_single_sentence)
     if obj.kind == "clm":
         from lmforge.objectives.clm import causal_lm_data
 
@@ -267,8 +329,9 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
 
         train_data, eval_data, objective = encoder_decoder_data(obj.kind, data_dir, tokenizer, obj, recipe.train.seed)
     else:
-        train_data = PretrainingDataset(data_dir, "train", **dataset_args)
-        eval_data = PretrainingDataset(data_dir, "heldout", **dataset_args)
+        train_data, eval_data = masked_lm_datasets(recipe, data_dir)
+        if ctx.is_main and _mask_cap_note(obj):
+            print(_mask_cap_note(obj))
         objective = MaskedLMObjective(tokenizer.pad_id, "sop" if obj.kind == "mlm+sop" else "nsp")
     # NSP and SOP share the pair head
     task = {"mlm+nsp": "pretraining", "mlm+sop": "pretraining", "mlm": "masked_lm", "clm": "causal_lm",

@@ -13,6 +13,16 @@ What it does each optimizer step:
    learning-rate schedule step (``lmforge.training.schedules``);
 5. log, evaluate on held-out data and checkpoint at their intervals.
 
+A run has a length in steps (``max_steps``) or in time (``time_budget_minutes``, after Izsak
+et al. 2021 and Cramming, Geiping & Goldstein 2022): with a budget the learning-rate schedule
+is a function of the training seconds spent so far (``schedules.by_progress``), reaching 0
+exactly when the budget is spent, and the run then ends with an evaluation and a checkpoint.
+Training seconds count the steps (data, forward, backward, update), not held-out evaluation
+or checkpoint writing, so evaluating more often does not shorten training; they are part of the
+checkpoint, so a resumed run keeps its budget accounting. Progress (steps / max_steps, or
+seconds / budget) also drives the batch-size ramp (``batch_ramp_start``) and a training set
+that changes with it (a sequence-length curriculum: ``set_progress`` on the dataset).
+
 Checkpoints hold everything needed for ``resume`` to continue exactly (see checkpoint.py):
 a run killed at any moment and resumed reaches the same losses as one never interrupted. The
 data order and the dropout masks are functions of (seed, epoch, index) and (seed, rank, step),
@@ -37,12 +47,14 @@ from lmforge.errors import UserError
 from lmforge.objectives.base import Objective
 from lmforge.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmforge.training.distributed import DistributedContext
-from lmforge.training.schedules import Schedule, warmup_then_decay
+from lmforge.training.schedules import Schedule, by_progress, warmup_then_decay
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1000  # optimizer steps
+    max_steps: int = 1000  # optimizer steps (with a time budget: a cap, 0 for none)
+    # > 0: the run lasts this many minutes of training time and the schedule ends there
+    time_budget_minutes: float = 0.0
     batch_size: int = 32  # sequences per optimizer step, over all ranks and micro-batches
     micro_batch_size: int = 0  # sequences per forward pass per rank; 0: batch_size / world size
     lr: float = 1e-4  # peak learning rate (BERT pretraining 1e-4)
@@ -51,10 +63,18 @@ class TrainConfig:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-6  # BERT's AdamWeightDecayOptimizer epsilon
     warmup_steps: int = 0  # linear warmup from 0 to lr (factor step / warmup_steps)
-    schedule: Literal["linear", "cosine", "constant"] = "linear"  # decay after warmup
+    # warm-up as a share of the run (of max_steps, or of the time budget); overrides warmup_steps
+    warmup_fraction: float = 0.0
+    # decay after warm-up; one_cycle: OneCycleLR's cosine up from lr/25 and down (schedules.by_progress)
+    schedule: Literal["linear", "cosine", "constant", "one_cycle"] = "linear"
+    # batch-size ramp (Cramming): start at this many sequences per step (0: off) and grow
+    # linearly to batch_size over batch_ramp_fraction of the run
+    batch_ramp_start: int = 0
+    batch_ramp_fraction: float = 0.5
     clip_norm: float = 1.0  # global gradient-norm clipping (0: off)
     log_every: int = 10
     eval_every: int = 0  # 0: evaluate at the end only
+    eval_every_seconds: float = 0.0  # also evaluate each time this many training seconds have passed
     eval_batches: int = 20  # cap on held-out examples per evaluation, in global batches
     save_every: int = 0  # 0: checkpoint at the end only
     keep_checkpoints: int = 2
@@ -74,11 +94,31 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def lr_schedule(config: TrainConfig) -> Schedule:
-    """The multiplier of ``config.schedule`` after ``config.warmup_steps`` of warm-up."""
+    """The multiplier of ``config.schedule`` after ``config.warmup_steps`` of warm-up, by steps."""
+    if config.schedule == "one_cycle" or config.warmup_fraction > 0:
+        shape = by_progress(config.schedule, config.warmup_fraction)
+        return lambda step: shape(step / config.max_steps)
     # A run shorter than its warm-up (a smoke test of a long recipe) ends its warm-up one step
     # before the last, so the peak rate is reached.
     warmup = min(config.warmup_steps, max(0, config.max_steps - 1))
     return warmup_then_decay(config.max_steps, warmup, config.schedule)
+
+
+def check_run_length(config: TrainConfig) -> None:
+    """One-line errors for a run length or ramp that cannot work."""
+    if config.time_budget_minutes < 0 or config.max_steps < 0:
+        raise UserError("train.time_budget_minutes and train.max_steps must be >= 0")
+    if config.time_budget_minutes == 0 and config.max_steps < 1:
+        raise UserError("train.max_steps must be at least 1 (or set train.time_budget_minutes)")
+    if config.time_budget_minutes > 0 and config.warmup_steps and not config.warmup_fraction:
+        raise UserError("a time budget schedules by time: give the warm-up as train.warmup_fraction, "
+                        "not train.warmup_steps")
+    if not 0 <= config.warmup_fraction < 1:
+        raise UserError(f"train.warmup_fraction must be in [0, 1), got {config.warmup_fraction}")
+    if config.batch_ramp_start < 0 or not 0 < config.batch_ramp_fraction <= 1:
+        raise UserError("train.batch_ramp_start must be >= 0 and train.batch_ramp_fraction in (0, 1]")
+    if config.eval_every_seconds < 0:
+        raise UserError("train.eval_every_seconds must be >= 0")
 
 
 def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
@@ -121,8 +161,12 @@ class Trainer:
             raise UserError(
                 f"batch_size {config.batch_size} must split evenly over {ctx.world_size} process(es) "
                 f"and micro-batches of {self.micro}")
+        check_run_length(config)
+        self.step, self.epoch, self.position = 0, 0, 0  # position: examples taken in this epoch
+        self.train_seconds = 0.0  # time spent in training steps, the budget's clock
+        self.budget_seconds = config.time_budget_minutes * 60.0
         self._set_epoch(0)
-        if self.steps_per_epoch == 0:
+        if len(self.train_data) < config.batch_size:
             raise UserError(f"the training data has {len(train_data)} examples, fewer than one batch of {config.batch_size}")
         self.model = model.to(ctx.device)
         groups = optimizer_groups or param_groups(model, config.weight_decay)
@@ -132,6 +176,9 @@ class Trainer:
         fused = {"fused": True}
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
                                            eps=config.adam_eps, **fused)
+        if lr_multiplier is None and self.budget_seconds:
+            by_time = by_progress(config.schedule, config.warmup_fraction)
+            lr_multiplier = lambda _step: by_time(self.progress())  # noqa: E731 (reads the clock)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier or lr_schedule(config))
         self.wrapped = model
         if ctx.enabled:
@@ -141,26 +188,55 @@ class Trainer:
             self.wrapped = DistributedDataParallel(model, device_ids=ids)
         use_bf16 = config.precision == "bf16" or (config.precision == "auto" and ctx.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(ctx.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
-        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+
+    # -- progress ---------------------------------------------------------------------------
+    def progress(self) -> float:
+        """How far the run is, in [0, 1]: training seconds / budget, or steps / max_steps."""
+        if self.budget_seconds:
+            return min(1.0, self.train_seconds / self.budget_seconds)
+        return min(1.0, self.step / self.config.max_steps)
+
+    def finished(self) -> bool:
+        cfg = self.config
+        out_of_time = bool(self.budget_seconds) and self.train_seconds >= self.budget_seconds
+        return out_of_time or (cfg.max_steps > 0 and self.step >= cfg.max_steps)
+
+    def batch_size_now(self) -> int:
+        """The global batch of this step: batch_size, or on the ramp from batch_ramp_start to it
+        (rounded down to a multiple of the process count)."""
+        cfg, world = self.config, self.ctx.world_size
+        if not cfg.batch_ramp_start or cfg.batch_ramp_start >= cfg.batch_size:
+            return cfg.batch_size
+        share = min(1.0, self.progress() / cfg.batch_ramp_fraction)
+        size = cfg.batch_ramp_start + (cfg.batch_size - cfg.batch_ramp_start) * share
+        return max(world, int(size) // world * world)
 
     # -- data -------------------------------------------------------------------------------
     def _set_epoch(self, epoch: int) -> None:
         # Datasets may rebuild per epoch (BERT's dupe rounds), so their length can change.
         if hasattr(self.train_data, "set_epoch"):
             self.train_data.set_epoch(epoch)
-        self.steps_per_epoch = len(self.train_data) // self.config.batch_size
+        if hasattr(self.train_data, "set_progress"):
+            # A curriculum's stage (e.g. its sequence length) follows progress; when the set
+            # changes size, the place in the epoch keeps its share of the epoch.
+            before = len(self.train_data)
+            self.train_data.set_progress(self.progress())
+            after = len(self.train_data)
+            if after != before:
+                self.position = self.position * after // max(before, 1)
 
     def _global_batch_indices(self) -> np.ndarray:
+        size = self.batch_size_now()
         self._set_epoch(self.epoch)
-        if self.batch_in_epoch >= self.steps_per_epoch:
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        if self.position + size > len(self.train_data):
+            self.epoch, self.position = self.epoch + 1, 0
             self._set_epoch(self.epoch)
             if self.on_epoch:
                 self.on_epoch(self.epoch)
         order = epoch_order(len(self.train_data), self.config.seed, self.epoch)
-        start = self.batch_in_epoch * self.config.batch_size
-        self.batch_in_epoch += 1
-        return order[start:start + self.config.batch_size]
+        start = self.position
+        self.position += size
+        return order[start:start + size]
 
     def _micro_batches(self, indices: np.ndarray) -> list[dict]:
         per_rank = len(indices) // self.ctx.world_size
@@ -173,6 +249,16 @@ class Trainer:
 
     # -- one optimizer step -----------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
+        started = time.perf_counter()
+        record = self._train_step()
+        seconds = time.perf_counter() - started
+        if self.ctx.enabled:  # one clock for every rank, so they all stop at the same step
+            seconds = float(self.ctx.all_reduce_sum(torch.tensor([seconds], dtype=torch.float64))[0]) / self.ctx.world_size
+        self.train_seconds += seconds
+        record["train_seconds"] = self.train_seconds
+        return record
+
+    def _train_step(self) -> dict[str, float]:
         batches = self._micro_batches(self._global_batch_indices())
         torch.manual_seed(dropout_seed(self.config.seed, self.ctx.rank, self.step))
         per_batch = [self.objective.counts(b) for b in batches]
@@ -203,7 +289,8 @@ class Trainer:
         tokens = self.ctx.all_reduce_sum(torch.tensor(float(sum(int(b[self.token_key].sum()) for b in batches))))
         record = {f"{n}_loss": float(sums[i] / counts[i]) for i, n in enumerate(names)}
         record["loss"] = sum(record.values())
-        record.update(lr=lr, grad_norm=float(grad_norm), tokens=float(tokens))
+        record.update(lr=lr, grad_norm=float(grad_norm), tokens=float(tokens),
+                      batch_size=float(sum(len(b[self.token_key]) for b in batches) * self.ctx.world_size))
         return record
 
     # -- held-out evaluation ----------------------------------------------------------------
@@ -240,7 +327,10 @@ class Trainer:
             if checkpoint is None:
                 raise UserError(f"--resume: no checkpoint in {self.out_dir / 'checkpoints'}")
             state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
-            self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+            self.step, self.epoch = state["step"], state["epoch"]
+            # checkpoints before lmforge 0.3 count whole batches of batch_size
+            self.position = state.get("example_in_epoch", state.get("batch_in_epoch", 0) * cfg.batch_size)
+            self.train_seconds = float(state.get("train_seconds", 0.0))
             if ctx.is_main:
                 _truncate_metrics(metrics_path, self.step)
         elif ctx.is_main:
@@ -250,7 +340,9 @@ class Trainer:
             metrics_path.write_text("")
         if ctx.is_main:
             (self.out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-        bar = _progress(cfg.max_steps, self.step, ctx.is_main)
+        bar = _progress(cfg.max_steps, self.step, ctx.is_main, self.budget_seconds, self.train_seconds)
+        every = cfg.eval_every_seconds
+        next_eval_seconds = (int(self.train_seconds // every) + 1) * every if every else float("inf")
         window_tokens, window_start = 0.0, time.perf_counter()
         started, first_step = time.perf_counter(), self.step
         record: dict[str, float] = {}
@@ -259,12 +351,18 @@ class Trainer:
             if baseline and ctx.is_main:
                 with metrics_path.open("a") as f:
                     f.write(json.dumps({"step": 0, "epoch": 0, **baseline}) + "\n")
-        while self.step < cfg.max_steps:
+        while not self.finished():
+            seconds_before = self.train_seconds
             record = self.train_step()
             window_tokens += record["tokens"]
-            is_last = self.step == cfg.max_steps
-            if cfg.eval_every and self.step % cfg.eval_every == 0 or is_last:
+            is_last = self.finished()
+            due = self.train_seconds >= next_eval_seconds
+            if due:
+                next_eval_seconds = (int(self.train_seconds // every) + 1) * every
+            if cfg.eval_every and self.step % cfg.eval_every == 0 or due or is_last:
+                eval_started = time.perf_counter()
                 record.update(self.evaluate())
+                window_start += time.perf_counter() - eval_started  # rates count training only
             if self.step % cfg.log_every == 0 or is_last or any(k.startswith("eval_") for k in record):
                 elapsed = time.perf_counter() - window_start
                 record["tokens_per_second"] = window_tokens / max(elapsed, 1e-9)
@@ -273,18 +371,26 @@ class Trainer:
                     with metrics_path.open("a") as f:
                         f.write(json.dumps({"step": self.step, "epoch": self.epoch, **record}) + "\n")
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
-                                **({"tok/s": f"{record['tokens_per_second']:.0f}"} if "tokens_per_second" in record else {}))
+                bar.update(self.train_seconds - seconds_before if self.budget_seconds else 1)
+                shown = {"step": str(self.step)} if self.budget_seconds else {}
+                shown.update(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+                if "tokens_per_second" in record:
+                    shown["tok/s"] = f"{record['tokens_per_second']:.0f}"
+                if "eval_mlm_accuracy" in record:
+                    shown["held-out acc"] = f"{record['eval_mlm_accuracy']:.1%}"
+                bar.set_postfix(shown)
             elif ctx.is_main and any(k.startswith("eval_") for k in record):
                 # No bar (a log file, CI): one plain line per evaluation instead.
                 evals = "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith("eval_"))
-                print(f"step {self.step}/{cfg.max_steps}  loss {record['loss']:.4f}  {evals}", flush=True)
+                where = (f"step {self.step}  {self.train_seconds:.0f}/{self.budget_seconds:.0f} s"
+                         if self.budget_seconds else f"step {self.step}/{cfg.max_steps}")
+                print(f"{where}  loss {record['loss']:.4f}  {evals}", flush=True)
             stop = self.should_stop is not None and self.should_stop()
             if self.save_checkpoints and ((cfg.save_every and self.step % cfg.save_every == 0) or is_last or stop):
                 if ctx.is_main:
                     path = save_checkpoint(self.out_dir / "checkpoints", self.step, self.model, self.optimizer,
-                                           self.scheduler, {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
+                                           self.scheduler, {"epoch": self.epoch, "example_in_epoch": self.position,
+                                                            "train_seconds": self.train_seconds},
                                            keep=cfg.keep_checkpoints)
                     if on_checkpoint:
                         on_checkpoint(path)
@@ -294,17 +400,22 @@ class Trainer:
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - started
-        return {"steps": self.step, "seconds": seconds, "steps_run": self.step - first_step, "last": record}
+        return {"steps": self.step, "seconds": seconds, "steps_run": self.step - first_step,
+                "train_seconds": self.train_seconds, "last": record}
 
 
-def _progress(total: int, initial: int, enabled: bool):
-    """The step bar of the main process, for a person at a terminal (``lmforge.progress``)."""
+def _progress(total: int, initial: int, enabled: bool, budget_seconds: float = 0.0, spent: float = 0.0):
+    """The bar of the main process, for a person at a terminal (``lmforge.progress``): steps,
+    or training seconds of a time budget."""
     from lmforge.progress import progress_enabled
 
     if not enabled or not progress_enabled():
         return None
     from tqdm import tqdm
 
+    if budget_seconds:
+        return tqdm(total=round(budget_seconds), initial=spent, unit="s", dynamic_ncols=True,
+                    bar_format="{l_bar}{bar}| {n:.0f}/{total} s of training [{elapsed}<{remaining}{postfix}]")
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 

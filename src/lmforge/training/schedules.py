@@ -14,6 +14,12 @@ the multiplier of ``s`` and the scheduler is stepped after it, as transformers' 
   rate jumps at the end of the warm-up. With ``s / w`` the first step runs at rate 0, as
   transformers' does.
 - ``slanted_triangular``: ULMFiT's STLR (Howard & Ruder 2018, section 3.2, equation 3).
+- ``by_progress``: the same shapes as functions of the run's progress in [0, 1] rather than of
+  a step count, for a run with a wall-clock budget (progress = training seconds / budget), as
+  Izsak et al. 2021 ("How to Train BERT with an Academic Budget") and Cramming (Geiping &
+  Goldstein 2022) schedule by time so the rate reaches 0 exactly when the budget runs out.
+  It adds ``one_cycle`` (Smith & Topin 2019; ``torch.optim.lr_scheduler.OneCycleLR``'s cosine
+  form): from peak/25 up to the peak at the warm-up fraction, then down to peak/1e4.
 
 Steps past ``total_steps`` hold the final value (0, or STLR's 1/ratio).
 """
@@ -28,6 +34,8 @@ from lmforge.errors import UserError
 
 Schedule = Callable[[int], float]
 DecayKind = Literal["linear", "cosine", "constant"]
+ProgressKind = Literal["linear", "cosine", "constant", "one_cycle"]
+ProgressSchedule = Callable[[float], float]
 
 
 def warmup_then_decay(total_steps: int, warmup_steps: int, kind: DecayKind = "linear") -> Schedule:
@@ -71,5 +79,42 @@ def slanted_triangular(total_steps: int, cut_frac: float = 0.1, ratio: float = 3
             # Past T the formula goes negative; hold the floor of 1/ratio instead.
             p = max(0.0, 1 - (step - cut) / (cut * (1 / cut_frac - 1)))
         return (1 + p * (ratio - 1)) / ratio
+
+    return multiplier
+
+
+ONE_CYCLE_DIV = 25.0  # OneCycleLR div_factor: the start is peak / 25
+ONE_CYCLE_FINAL_DIV = 1e4  # OneCycleLR final_div_factor: the end is start / 1e4
+
+
+def by_progress(kind: ProgressKind = "linear", warmup_fraction: float = 0.0) -> ProgressSchedule:
+    """Multiplier of the peak rate at progress ``p`` in [0, 1] (past 1: the value at 1).
+
+    ``linear`` / ``cosine`` / ``constant``: ``p / warmup_fraction`` during warm-up, then a linear
+    or half-cosine decay reaching 0 at ``p = 1`` (or a constant 1), as ``warmup_then_decay``
+    over steps. ``one_cycle``: a half cosine from 1/25 up to 1 over the warm-up fraction, then
+    a half cosine down to 1/25e4 at ``p = 1`` (OneCycleLR with cosine annealing).
+    """
+    if kind not in ("linear", "cosine", "constant", "one_cycle"):
+        raise UserError(f"unknown schedule kind {kind!r} (expected 'linear', 'cosine', 'constant' or 'one_cycle')")
+    if not 0 <= warmup_fraction < 1:
+        raise UserError(f"the warm-up fraction must be in [0, 1), got {warmup_fraction}")
+
+    def cosine_between(start: float, end: float, t: float) -> float:
+        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    def multiplier(p: float) -> float:
+        p = min(max(p, 0.0), 1.0)
+        if kind == "one_cycle":
+            low = 1.0 / ONE_CYCLE_DIV
+            if p < warmup_fraction:
+                return cosine_between(low, 1.0, p / warmup_fraction)
+            return cosine_between(1.0, low / ONE_CYCLE_FINAL_DIV, (p - warmup_fraction) / (1.0 - warmup_fraction))
+        if p < warmup_fraction:
+            return p / warmup_fraction
+        if kind == "constant":
+            return 1.0
+        decay = (p - warmup_fraction) / (1.0 - warmup_fraction)
+        return 1.0 - decay if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * decay))
 
     return multiplier
