@@ -366,7 +366,8 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
         save(model, out / "model", tokenizer)
         if recipe.export_hf:
             save(model, out / "model-hf", tokenizer, format="hf")
-        plot_curves(out / "metrics.jsonl", out / "curves.png", title=f"{recipe.model.preset} pretraining")
+        plot_curves(out / "metrics.jsonl", out / "curves.png", title=f"{recipe.model.preset} pretraining",
+                    by_time=recipe.train.time_budget_minutes > 0)
         result["summary"] = summarize(out / "metrics.jsonl", out / "summary.json", seconds=result["seconds"])
     distributed.teardown()
     return result
