@@ -52,6 +52,7 @@ budget: ``--set train.warmup_steps=0 --set train.warmup_fraction=0.1``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -354,7 +355,9 @@ def lmforge_record(args, recipe, batches: list[dict]) -> dict:
     curve = [{"train_seconds": r.get("train_seconds", 0.0), "step": r["step"], "eval_mlm_loss": r["eval_mlm_loss"],
               "eval_mlm_accuracy": r["eval_mlm_accuracy"]} for r in records if "eval_mlm_loss" in r]
     model = load_model(run_dir / "model", task="masked_lm").eval()
-    check = heldout_metrics(lmforge_logits(model, recipe.train.unpad), batches)
+    bf16 = recipe.train.precision == "bf16"  # as the Trainer evaluated (auto is fp32 on CPU)
+    with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        check = heldout_metrics(lmforge_logits(model, recipe.train.unpad), batches)
     return {"side": "lmforge", "steps": curve[-1]["step"], "batch_size": recipe.train.batch_size,
             "lr": recipe.train.lr, "parameters": sum(p.numel() for p in model.parameters()),
             "model_config": {k: v for k, v in model.config.to_dict().items() if k != "labels"},
