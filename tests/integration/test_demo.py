@@ -2,7 +2,7 @@
 
 import json
 
-import transformers
+import lmforge
 
 from pathlib import Path
 
@@ -13,17 +13,27 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE = str(REPO / "data" / "brown" / "brown-sample.jsonl")  # the full corpus takes longer; same code path
 
 
-def test_demo_runs_and_exports_a_loadable_checkpoint(tmp_path, capsys):
+def test_demo_runs_and_fills_masks(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["--out", str(out), "--steps", "3", "--corpus", SAMPLE, "--set", "train.eval_batches=1"]) == 0
     printed = capsys.readouterr().out
     assert "held-out masked-LM accuracy" in printed and "fill-mask" in printed
+    guesses = [line for line in printed.splitlines() if line.startswith("    -> ")]
+    assert len(guesses) == 6 and all(len(line.split()) == 6 for line in guesses)  # "->" and five guesses
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 3 and "eval_mlm_accuracy" in summary["last_eval"]
-    model, info = transformers.BertForPreTraining.from_pretrained(out / "model-hf", output_loading_info=True)
-    assert not any(info.values())
+    model, tokenizer = lmforge.load(out / "model")
+    assert model.config.norm_placement == "pre" and tokenizer.mask_id is not None
     # Running it again replaces the earlier demo run rather than refusing.
     assert main(["--out", str(out), "--steps", "1", "--corpus", SAMPLE, "--set", "train.eval_batches=1"]) == 0
+
+
+def test_demo_uses_the_budget_recipe():
+    from lmforge.demo import RECIPE
+    from lmforge.pretraining import load_recipe
+
+    recipe = load_recipe(RECIPE)
+    assert recipe.train.time_budget_minutes > 0 and recipe.objective.kind == "mlm"
 
 
 def test_demo_refuses_a_foreign_directory(tmp_path, capsys):

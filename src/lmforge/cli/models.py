@@ -141,33 +141,19 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_fill_mask(args: argparse.Namespace) -> int:
-    import torch
+    from lmforge.fill_mask import fill_mask
 
     model, tokenizer = load_checked(args.model)
     if not hasattr(model, "mlm_head"):
         raise UserError(f"{args.model} holds a {model.task} model, which has no MLM head")
     if tokenizer is None:
         raise UserError(f"{args.model} has no tokenizer files (tokenizer.json or vocab.txt)")
-    batch = tokenizer([args.text], return_tensors="pt")
-    ids = batch["input_ids"]
-    mask_token = tokenizer.special_tokens.get("mask")  # [MASK] (BERT, ALBERT), <mask> (RoBERTa)
-    if mask_token is None:
-        raise UserError(f"{args.model}'s tokenizer has no mask token")
-    positions = (ids[0] == tokenizer.mask_id).nonzero().flatten().tolist()
-    if not positions:
-        raise UserError(f"the text has no {mask_token} token")
-    if ids.shape[1] > model.config.max_positions:
-        raise UserError(f"the text is {ids.shape[1]} tokens long; this model reads at most "
-                        f"{model.config.max_positions}")
-    with torch.inference_mode():
-        logits = model.eval()(ids, batch["attention_mask"], batch["token_type_ids"]).mlm_logits[0]
-    for position in positions:
-        probs = logits[position].float().softmax(-1)
-        top = probs.topk(min(args.top_k, probs.numel()))
-        if len(positions) > 1:
-            print(f"{mask_token} at token {position}:")
-        for p, token_id in zip(top.values.tolist(), top.indices.tolist()):
-            print(f"  {tokenizer.convert_ids_to_tokens([token_id])[0]:<15} {p:.4f}")
+    answers = fill_mask(model, tokenizer, args.text, args.top_k)
+    for k, candidates in enumerate(answers):
+        if len(answers) > 1:
+            print(f"{tokenizer.special_tokens['mask']} {k + 1}:")
+        for token, p in candidates:
+            print(f"  {token:<15} {p:.4f}")
     return 0
 
 
