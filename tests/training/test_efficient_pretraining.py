@@ -19,18 +19,6 @@ CRAMMED = "model.config={norm_placement: pre, final_norm: true, bias: false, fee
           "hidden_dropout: 0.0, attention_dropout: 0.0}"
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    from lmforge.data.prepare import prepare_corpus
-    from lmforge.tokenization import Tokenizer
-
-    root = tmp_path_factory.mktemp("prepared")
-    corpus = [str(REPO / "data" / "brown" / "brown-sample.jsonl")]
-    Tokenizer.train(corpus, vocab_size=1500, show_progress=False).save(root / "tok")
-    prepare_corpus(corpus, root / "tok", root / "data", heldout_docs=3, show_progress=False)
-    return root / "data"
-
-
 def recipe(prepared, *overrides):
     return load_recipe(TINY, [f"data.prepared={prepared}", "objective.kind=mlm", *overrides])
 
