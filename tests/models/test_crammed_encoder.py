@@ -62,3 +62,27 @@ def test_crammed_encoder_equals_the_written_out_forward():
         real = attention_mask.bool()
         hidden = hidden if hidden.dim() == 2 else hidden[real]  # unpadded: real tokens only
         assert (hidden - expected[real]).abs().max() < 1e-5
+
+
+def test_rotary_encoder_padded_unpadded_and_order():
+    """Rotary positions in a bidirectional encoder (the budget recipe's choice): no position
+    table, the unpadded layout gives the padded result, and word order matters (no bag of words)."""
+    model = lmforge.build(get_preset("bert-test").replace(vocab_size=100, positions="rotary", hidden_dropout=0.0,
+                                                          attention_dropout=0.0),
+                          task="masked_lm", seed=0).eval()
+    assert not any("position" in name for name, _ in model.named_parameters())
+    with torch.no_grad():  # sharper attention than at initialisation, so positions show
+        for name, param in model.named_parameters():
+            if name.endswith("qkv.weight"):
+                param.mul_(30)
+    ids = torch.randint(5, 100, (2, 9))
+    attention_mask = torch.ones_like(ids)
+    attention_mask[1, 6:] = 0
+    with torch.no_grad():
+        padded = model.backbone(ids, attention_mask, unpad=False).last_hidden_state
+        unpadded = model.backbone(ids, attention_mask, unpad=True).last_hidden_state
+        assert (unpadded - padded[attention_mask.bool()]).abs().max() < 1e-5
+        swapped = ids[:1, [1, 0, *range(2, 9)]]
+        moved = model.backbone(swapped, torch.ones_like(swapped)).last_hidden_state
+    # The last token sees the same multiset of tokens, at other distances.
+    assert (moved[0, -1] - padded[0, -1]).abs().max() > 1e-3
