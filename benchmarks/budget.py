@@ -22,13 +22,13 @@ with ``--threads`` torch threads (and OMP_NUM_THREADS), so both are set up alike
   ``--baseline-batch-size``; BERT's pretraining optimiser (Devlin et al. 2019, appendix A.2;
   google-research/bert ``optimization.py``): AdamW at ``--baseline-lr`` (1e-4), betas
   (0.9, 0.999), eps 1e-6, weight decay 0.01 off biases and LayerNorm weights, gradients clipped
-  at 1.0, a linear warm-up over the first 1% of steps then a linear decay to 0
-  (``get_linear_schedule_with_warmup``); torch's fused AdamW, the transformers Trainer's default
+  at 1.0, a linear warm-up over the first 1% then a linear decay to 0 (the shape of
+  ``get_linear_schedule_with_warmup``); torch's fused AdamW, the transformers Trainer's default
   ``adamw_torch_fused``. Its data are the training split's blocks of ``objective.max_seq_length``
   tokens as lmforge's MLM-only kind packs them (RoBERTa's FULL-SENTENCES, what run_mlm.py's
-  ``group_texts`` gives), with lmforge's masks undone. The schedule is by steps, so the step
-  count is estimated from 10 timed steps on a throwaway copy of the model before training; the
-  run stops at the budget regardless.
+  ``group_texts`` gives), with lmforge's masks undone. Its schedule runs over the budget's
+  seconds, as lmforge's does, so it too ends at 0 exactly when the time is up (a step count
+  guessed in advance ends early, leaving the rest of the budget at rate 0, or late).
 
 Only training time counts on both sides: the steps (batch assembly, masking, forward, backward,
 update), not held-out evaluation or checkpoints. Both sides are evaluated every
@@ -53,13 +53,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -74,7 +72,6 @@ from common import REPO, machine, offline, print_json, print_table
 
 IGNORE = -100
 WARMUP_SHARE = 0.01  # BERT: 10,000 warm-up steps of 1,000,000
-CALIBRATION_STEPS = 10
 SHARES = (0.25, 0.5, 0.75, 1.0)
 TARGET_SHARE = 1 / 3  # issue 14: lmforge reaches the baseline's final loss in at most a third of the time
 
@@ -208,11 +205,7 @@ def baseline_config(recipe, tokenizer):
 # -- the baseline's run (a subprocess) ------------------------------------------------------
 def run_baseline(args) -> None:
     from pretrain_step import transformers_optimizer
-    from transformers import (
-        BertForMaskedLM,
-        DataCollatorForLanguageModeling,
-        get_linear_schedule_with_warmup,
-    )
+    from transformers import BertForMaskedLM, DataCollatorForLanguageModeling
 
     offline()
     torch.set_num_threads(args.threads)
@@ -247,32 +240,27 @@ def run_baseline(args) -> None:
                 yield order[start:start + batch_size]
             epoch += 1
 
-    def train_step(module, optimizer, scheduler, orders) -> float:
+    def train_step(module, optimizer, orders) -> float:
         batch = collator([{"input_ids": blocks[i]} for i in next(orders)])
         loss = module(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    # The step count the schedule needs, from the rate of a few steps on a throwaway copy
-    # (its first step pays one-time costs and is left out).
-    spare = copy.deepcopy(model).train()
-    spare_optimizer, orders, times = new_optimizer(spare), batch_orders(), []
-    for _ in range(CALIBRATION_STEPS):
-        began = time.perf_counter()
-        train_step(spare, spare_optimizer, None, orders)
-        times.append(time.perf_counter() - began)
-    del spare, spare_optimizer
-    seconds_per_step = statistics.median(times[1:])
-    planned = max(1, round(budget / seconds_per_step))
-    warmup = round(WARMUP_SHARE * planned)
-
+    # BERT's schedule shape (linear warm-up over the first 1%, then linear decay to 0) over the
+    # budget's seconds rather than a step count guessed in advance, so it ends at 0 exactly when
+    # the time is up, as lmforge's does: a guessed count ends early (lr 0 for the rest) or late.
     optimizer = new_optimizer(model)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, planned)
+    peak = [group["lr"] for group in optimizer.param_groups]
+
+    def set_rate(seconds: float) -> None:
+        share = min(1.0, seconds / budget)
+        factor = share / WARMUP_SHARE if share < WARMUP_SHARE else (1.0 - share) / (1.0 - WARMUP_SHARE)
+        for group, top in zip(optimizer.param_groups, peak):
+            group["lr"] = top * factor
+
     torch.manual_seed(seed + 1)  # the collator's masks
     orders, logits_at = batch_orders(), transformers_logits(model)
 
@@ -290,15 +278,15 @@ def run_baseline(args) -> None:
     model.train()
     while trained < budget:
         began = time.perf_counter()
-        losses.append(train_step(model, optimizer, scheduler, orders))
+        set_rate(trained)
+        losses.append(train_step(model, optimizer, orders))
         trained += time.perf_counter() - began
         steps += 1
         if trained < budget and trained >= next_eval:
             curve.append(point(trained, steps))
             next_eval = (trained // every + 1) * every
     curve.append(point(trained, steps))
-    record = {"side": "baseline", "steps": steps, "planned_steps": planned, "warmup_steps": warmup,
-              "calibration_seconds_per_step": seconds_per_step, "final_lr": optimizer.param_groups[0]["lr"],
+    record = {"side": "baseline", "steps": steps, "final_lr": optimizer.param_groups[0]["lr"],
               "batch_size": batch_size, "lr": args.baseline_lr, "parameters": sum(p.numel() for p in model.parameters()),
               "training_blocks": len(blocks), "train_loss_last20": float(np.mean(losses[-20:])),
               "data": data_identity(data_dir, heldout),

@@ -24,12 +24,12 @@ DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "data" / "brown" / "brown
 DEMO_MARKER = ".lmforge-demo"
 # Brown-style sentences written for the demo (not in the corpus); one content word hidden.
 PROBES = [
-    "the jury said it did not find any [MASK] of the law .",
-    "he walked into the [MASK] and sat down .",
-    "it was one of the most important [MASK] of the year .",
+    "the united [MASK] of america .",
+    "he shook his [MASK] and smiled .",
     "she did not know what to [MASK] .",
-    "the president told the [MASK] that the bill would pass .",
-    "they drove to the city in a new [MASK] .",
+    "for the first [MASK] in years , he was happy .",
+    "he walked into the [MASK] and sat down .",
+    "the jury said it did not find any [MASK] of the law .",
 ]
 
 
