@@ -23,7 +23,7 @@ def test_demo_runs_and_fills_masks(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 3 and "eval_mlm_accuracy" in summary["last_eval"]
     model, tokenizer = lmforge.load(out / "model")
-    assert model.config.norm_placement == "pre" and tokenizer.mask_id is not None
+    assert model.config.positions == "rotary" and tokenizer.mask_id is not None
     # Running it again replaces the earlier demo run rather than refusing.
     assert main(["--out", str(out), "--steps", "1", "--corpus", SAMPLE, "--set", "train.eval_batches=1"]) == 0
 
