@@ -42,7 +42,7 @@ def main() -> None:
                                  mlm_probability=0.15, max_predictions=20)
     objective = MaskedLMObjective(heldout.pad_id)
     print(f"{'run':24s} {'loss':>6s} {'accuracy':>9s}")
-    for run in sorted(p.parent for p in out.glob("*/model/config.json")):
+    for run in sorted(p.parents[1] for p in out.glob("*/model/model.safetensors")):
         model, _ = lmforge.load(run / "model", task="masked_lm")
         loss, accuracy = evaluate(model, heldout, objective)
         print(f"{run.name:24s} {loss:6.3f} {accuracy:9.1%}")
