@@ -207,6 +207,8 @@ def run_baseline(args) -> None:
     from pretrain_step import transformers_optimizer
     from transformers import BertForMaskedLM, DataCollatorForLanguageModeling
 
+    from lmforge.training.schedules import by_progress
+
     offline()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -255,9 +257,10 @@ def run_baseline(args) -> None:
     optimizer = new_optimizer(model)
     peak = [group["lr"] for group in optimizer.param_groups]
 
+    shape = by_progress("linear", WARMUP_SHARE)  # a formula: the shape transformers' schedule has
+
     def set_rate(seconds: float) -> None:
-        share = min(1.0, seconds / budget)
-        factor = share / WARMUP_SHARE if share < WARMUP_SHARE else (1.0 - share) / (1.0 - WARMUP_SHARE)
+        factor = shape(seconds / budget)
         for group, top in zip(optimizer.param_groups, peak):
             group["lr"] = top * factor
 

@@ -189,12 +189,14 @@ def validate_recipe(recipe: "PretrainRecipe") -> None:
 def curriculum_stages(objective: ObjectiveSection) -> list[tuple[int, float]]:
     """The sequence-length curriculum as (length, until) pairs, checked: lengths rising and
     below max_seq_length, untils rising in (0, 1)."""
+    from lmforge.objectives.dataset import OBJECTIVE_KINDS  # the masked-LM kinds
+
     stages = []
     for item in objective.seq_length_curriculum:
         if len(item) != 2 or int(item[0]) != item[0]:
             raise UserError(f"objective.seq_length_curriculum: each stage is [LENGTH, UNTIL], got {item}")
         stages.append((int(item[0]), float(item[1])))
-    if stages and objective.kind not in ("mlm+nsp", "mlm+sop", "mlm"):
+    if stages and objective.kind not in OBJECTIVE_KINDS:
         raise UserError(f"objective.seq_length_curriculum applies to the masked-LM kinds, not {objective.kind}")
     lengths, untils = [length for length, _ in stages], [until for _, until in stages]
     if stages and not (8 <= lengths[0] and lengths == sorted(set(lengths)) and lengths[-1] < objective.max_seq_length
@@ -330,8 +332,9 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, resume: bool = Fals
         train_data, eval_data, objective = encoder_decoder_data(obj.kind, data_dir, tokenizer, obj, recipe.train.seed)
     else:
         train_data, eval_data = masked_lm_datasets(recipe, data_dir)
-        if ctx.is_main and _mask_cap_note(obj):
-            print(_mask_cap_note(obj))
+        note = _mask_cap_note(obj)
+        if ctx.is_main and note:
+            print(note)
         objective = MaskedLMObjective(tokenizer.pad_id, "sop" if obj.kind == "mlm+sop" else "nsp")
     # NSP and SOP share the pair head
     task = {"mlm+nsp": "pretraining", "mlm+sop": "pretraining", "mlm": "masked_lm", "clm": "causal_lm",

@@ -144,8 +144,6 @@ def run_fill_mask(args: argparse.Namespace) -> int:
     from lmforge.fill_mask import fill_mask
 
     model, tokenizer = load_checked(args.model)
-    if not hasattr(model, "mlm_head"):
-        raise UserError(f"{args.model} holds a {model.task} model, which has no MLM head")
     if tokenizer is None:
         raise UserError(f"{args.model} has no tokenizer files (tokenizer.json or vocab.txt)")
     answers = fill_mask(model, tokenizer, args.text, args.top_k)

@@ -344,7 +344,8 @@ class Trainer:
             (self.out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
         bar = _progress(cfg.max_steps, self.step, ctx.is_main, self.budget_seconds, self.train_seconds)
         every = cfg.eval_every_seconds
-        next_eval_seconds = (int(self.train_seconds // every) + 1) * every if every else float("inf")
+        next_grid_point = lambda: (int(self.train_seconds // every) + 1) * every if every else float("inf")  # noqa: E731
+        next_eval_seconds = next_grid_point()
         window_tokens, window_start = 0.0, time.perf_counter()
         started, first_step = time.perf_counter(), self.step
         record: dict[str, float] = {}
@@ -360,7 +361,7 @@ class Trainer:
             is_last = self.finished()
             due = self.train_seconds >= next_eval_seconds
             if due:
-                next_eval_seconds = (int(self.train_seconds // every) + 1) * every
+                next_eval_seconds = next_grid_point()
             if cfg.eval_every and self.step % cfg.eval_every == 0 or due or is_last:
                 eval_started = time.perf_counter()
                 record.update(self.evaluate())
@@ -378,8 +379,9 @@ class Trainer:
                 shown.update(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
                 if "tokens_per_second" in record:
                     shown["tok/s"] = f"{record['tokens_per_second']:.0f}"
-                if "eval_mlm_accuracy" in record:
-                    shown["held-out acc"] = f"{record['eval_mlm_accuracy']:.1%}"
+                accuracy = next((v for k, v in record.items() if k.startswith("eval_") and k.endswith("accuracy")), None)
+                if accuracy is not None:  # the objective's first held-out accuracy
+                    shown["held-out acc"] = f"{accuracy:.1%}"
                 bar.set_postfix(shown)
             elif ctx.is_main and any(k.startswith("eval_") for k in record):
                 # No bar (a log file, CI): one plain line per evaluation instead.

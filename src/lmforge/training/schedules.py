@@ -46,17 +46,19 @@ def warmup_then_decay(total_steps: int, warmup_steps: int, kind: DecayKind = "li
     if total_steps < 1 or not 0 <= warmup_steps < total_steps:
         raise UserError(f"need total_steps >= 1 and 0 <= warmup_steps < total_steps, got {total_steps}, {warmup_steps}")
 
-    def multiplier(step: int) -> float:
-        if step < warmup_steps:
-            return step / warmup_steps
-        if kind == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
-        if kind == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return lambda step: _warmup_then_decay_at(step, warmup_steps, total_steps, kind)
 
-    return multiplier
+
+def _warmup_then_decay_at(t: float, warmup: float, total: float, kind: DecayKind) -> float:
+    """The warm-up-then-decay shape at ``t``, in steps or in shares of a run alike."""
+    if t < warmup:
+        return t / warmup
+    if kind == "constant":
+        return 1.0
+    progress = min(1.0, (t - warmup) / (total - warmup))
+    if kind == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def slanted_triangular(total_steps: int, cut_frac: float = 0.1, ratio: float = 32) -> Schedule:
@@ -110,11 +112,6 @@ def by_progress(kind: ProgressKind = "linear", warmup_fraction: float = 0.0) -> 
             if p < warmup_fraction:
                 return cosine_between(low, 1.0, p / warmup_fraction)
             return cosine_between(1.0, low / ONE_CYCLE_FINAL_DIV, (p - warmup_fraction) / (1.0 - warmup_fraction))
-        if p < warmup_fraction:
-            return p / warmup_fraction
-        if kind == "constant":
-            return 1.0
-        decay = (p - warmup_fraction) / (1.0 - warmup_fraction)
-        return 1.0 - decay if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * decay))
+        return _warmup_then_decay_at(p, warmup_fraction, 1.0, kind)
 
     return multiplier
